@@ -1,0 +1,50 @@
+// Errors carry a stable `code` so callers and tests branch on it, never on message text.
+
+export type ErrorCode =
+  | 'E_CONFIG'        // configuration file missing, unreadable or invalid
+  | 'E_USAGE'         // bad command line
+  | 'E_NFT'           // nft refused a transaction or could not be run
+  | 'E_STATE'         // state file unreadable or corrupt
+  | 'E_TIMEOUT'       // upstream DNS did not answer in time
+  | 'E_SERVFAIL'      // upstream DNS answered SERVFAIL
+  | 'E_REFUSED'       // upstream DNS answered REFUSED
+  | 'E_RCODE'         // upstream DNS answered another error rcode
+  | 'E_MALFORMED'     // upstream DNS answer could not be decoded or made no sense
+  | 'E_CNAME_LOOP'    // CNAME chain loops or is too long
+  | 'E_NETWORK'       // socket error talking to upstream DNS
+  | 'E_NOT_ALLOWED'   // every address upstream gave is outside allowedUpstreamNets
+  | 'E_CONTROL'       // talking to the running daemon failed
+  | 'E_LISTEN';       // a listener could not be started
+
+export class ApnsProxyError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ApnsProxyError';
+    this.code = code;
+  }
+}
+
+/** Configuration errors name the key (dotted path) and the offending value. */
+export class ConfigError extends ApnsProxyError {
+  readonly key: string;
+  readonly value: unknown;
+  constructor(key: string, value: unknown, problem: string) {
+    super('E_CONFIG', `config: ${key}: ${problem}, got ${show(value)}`);
+    this.name = 'ConfigError';
+    this.key = key;
+    this.value = value;
+  }
+}
+
+/** Renders a bad value for an error message: short, and unambiguous about its type. */
+export function show(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  const text = JSON.stringify(value);
+  if (text === undefined) return String(value);
+  return text.length > 80 ? `${text.slice(0, 77)}...` : text;
+}
+
+export function errorMessage(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

@@ -1,0 +1,84 @@
+import test from 'ava';
+import { ConfigError } from '../../src/errors.js';
+import { DEFAULTS, parseConfig, parseConfigText } from '../../src/config.js';
+
+test('defaults fill every key of the contract', (t) => {
+  const c = parseConfig({});
+  t.is(c.vipPrefix.text, DEFAULTS.vipPrefix);
+  t.deepEqual(c.ports, [5223, 443]);
+  t.deepEqual(c.couriers, { template: '{n}-courier.push.apple.com', first: 1, last: 200 });
+  t.deepEqual(c.upstreamDns, [{ host: '8.8.8.8', port: 53, family: 4 }]);
+  t.deepEqual(c.allowedUpstreamNets.map((n) => n.text), ['17.0.0.0/8']);
+  t.deepEqual(c.dns.listen, [{ host: '0.0.0.0', port: 53, family: 4 }]);
+  t.deepEqual(c.dns.allowClients, DEFAULTS.dns.allowClients);
+  t.is(c.dns.ttl, 30);
+  t.deepEqual(c.refresh, { schedule: '* * * * *', maxStaleSeconds: 86400 });
+  t.deepEqual(c.fallback, { enabled: true, port: 15223, mark: 42, table: 42 });
+  t.deepEqual(c.nft, { table: 'apns_proxy', masquerade: true });
+  t.is(c.stateDir, '/var/lib/apns-proxy');
+  t.deepEqual(c.log, { level: 'info', format: 'text' });
+});
+
+test('values given replace defaults, sections merge key by key', (t) => {
+  const c = parseConfig({
+    vipPrefix: '198.18.100.0/24', couriers: { last: 60 }, upstreamDns: ['203.0.113.53:5353', '[2001:db8::1]:53'],
+    dns: { ttl: 5 }, nft: { masquerade: false },
+  });
+  t.is(c.vipPrefix.text, '198.18.100.0/24');
+  t.deepEqual(c.couriers, { template: '{n}-courier.push.apple.com', first: 1, last: 60 });
+  t.deepEqual(c.upstreamDns, [{ host: '203.0.113.53', port: 5353, family: 4 }, { host: '2001:db8::1', port: 53, family: 6 }]);
+  t.is(c.dns.ttl, 5);
+  t.deepEqual(c.dns.listen, [{ host: '0.0.0.0', port: 53, family: 4 }]);
+  t.deepEqual(c.nft, { table: 'apns_proxy', masquerade: false });
+});
+
+// Each row: the bad input, the key the error must name, and the value it must show.
+const bad: [string, unknown, string, string][] = [
+  ['unknown top-level key', { vipPrefx: '10.0.0.0/24' }, 'vipPrefx', '"10.0.0.0/24"'],
+  ['unknown nested key', { dns: { listn: [] } }, 'dns.listn', '[]'],
+  ['prefix not a /24', { vipPrefix: '10.100.0.0/16' }, 'vipPrefix', '"10.100.0.0/16"'],
+  ['prefix with host bits', { vipPrefix: '10.100.100.7/24' }, 'vipPrefix', '"10.100.100.7/24"'],
+  ['prefix not an address', { vipPrefix: '10.100.300.0/24' }, 'vipPrefix', '"10.100.300.0/24"'],
+  ['prefix wrong type', { vipPrefix: 10 }, 'vipPrefix', '10'],
+  ['first below 1', { couriers: { first: 0 } }, 'couriers.first', '0'],
+  ['last above 254', { couriers: { last: 255 } }, 'couriers.last', '255'],
+  ['first after last', { couriers: { first: 60, last: 50 } }, 'couriers.first', '60'],
+  ['last not an integer', { couriers: { last: 50.5 } }, 'couriers.last', '50.5'],
+  ['last as string', { couriers: { last: '50' } }, 'couriers.last', '"50"'],
+  ['template without {n}', { couriers: { template: 'courier.push.apple.com' } }, 'couriers.template', '"courier.push.apple.com"'],
+  ['bad CIDR', { allowedUpstreamNets: ['17.0.0.0/33'] }, 'allowedUpstreamNets[0]', '"17.0.0.0/33"'],
+  ['CIDR with host bits', { allowedUpstreamNets: ['17.0.0.0/8', '17.1.0.0/8'] }, 'allowedUpstreamNets[1]', '"17.1.0.0/8"'],
+  ['empty allowedUpstreamNets', { allowedUpstreamNets: [] }, 'allowedUpstreamNets', '[]'],
+  ['bad client CIDR', { dns: { allowClients: ['192.168.0.0/16', 'fd00::/200'] } }, 'dns.allowClients[1]', '"fd00::/200"'],
+  ['upstream not an IP', { upstreamDns: ['dns.google'] }, 'upstreamDns[0]', '"dns.google"'],
+  ['upstream bad port', { upstreamDns: ['8.8.8.8:99999'] }, 'upstreamDns[0]', '"8.8.8.8:99999"'],
+  ['null is not a default', { dns: { ttl: null } }, 'dns.ttl', 'null'],
+  ['port out of range', { ports: [5223, 70000] }, 'ports[1]', '70000'],
+  ['port twice', { ports: [5223, 5223] }, 'ports', '[5223,5223]'],
+  ['bad schedule', { refresh: { schedule: 'every minute' } }, 'refresh.schedule', '"every minute"'],
+  ['negative staleness', { refresh: { maxStaleSeconds: -1 } }, 'refresh.maxStaleSeconds', '-1'],
+  ['fallback table main', { fallback: { table: 254 } }, 'fallback.table', '254'],
+  ['mark zero', { fallback: { mark: 0 } }, 'fallback.mark', '0'],
+  ['bool as string', { fallback: { enabled: 'yes' } }, 'fallback.enabled', '"yes"'],
+  ['nft table name', { nft: { table: 'apns-proxy' } }, 'nft.table', '"apns-proxy"'],
+  ['relative stateDir', { stateDir: 'var/lib' }, 'stateDir', '"var/lib"'],
+  ['log level', { log: { level: 'verbose' } }, 'log.level', '"verbose"'],
+  ['log format', { log: { format: 'xml' } }, 'log.format', '"xml"'],
+  ['section not an object', { dns: [] }, 'dns', '[]'],
+  ['top level not an object', [1], '(top level)', '[1]'],
+];
+
+for (const [title, input, key, shown] of bad) {
+  test(`config error: ${title}`, (t) => {
+    const err = t.throws(() => parseConfig(input), { instanceOf: ConfigError });
+    t.is(err?.code, 'E_CONFIG');
+    t.is(err?.key, key);
+    t.true(err?.message.startsWith(`config: ${key}: `), err?.message);
+    t.true(err?.message.endsWith(`got ${shown}`), err?.message);
+  });
+}
+
+test('invalid JSON names the file', (t) => {
+  const err = t.throws(() => parseConfigText('{"vipPrefix": ', '/etc/apns-proxy/config.json'), { instanceOf: ConfigError });
+  t.regex(err!.message, /^config: \/etc\/apns-proxy\/config\.json: is not valid JSON/);
+});
