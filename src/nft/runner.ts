@@ -1,0 +1,70 @@
+// The one place that talks to nft: scripts go in on stdin (`nft -f -`, one atomic transaction).
+import { ApnsProxyError } from '../errors.js';
+import { MAP_NAME } from './render.js';
+
+/** What is in the kernel for our table: null when the table or map does not exist. */
+export interface LiveMap {
+  readonly stamp: string | null;                  // the map comment written by renderRuleset
+  readonly elements: ReadonlyMap<string, string>;  // "VIP . slot" → address
+}
+
+export interface NftRunner {
+  /** Applies a script as one transaction; throws ApnsProxyError E_NFT and changes nothing on failure. */
+  apply(script: string): Promise<void>;
+  /** Reads our map back from the kernel. */
+  readMap(table: string): Promise<LiveMap | null>;
+}
+
+export type Exec = (file: string, args: string[], opts: { input?: string }) =>
+  Promise<{ stdout: string; stderr: string; exitCode: number | undefined; failed: boolean; code?: string | undefined }>;
+
+/** Real runner over an execa-like function (injected so the entry point alone imports execa). */
+export function createNftRunner(exec: Exec, nftPath = 'nft'): NftRunner {
+  const run = async (args: string[], input?: string) => {
+    const r = await exec(nftPath, args, input === undefined ? {} : { input });
+    if (r.code === 'ENOENT') throw new ApnsProxyError('E_NFT', `cannot run ${nftPath}: not installed (apt-get install nftables)`);
+    return r;
+  };
+  return {
+    async apply(script) {
+      const r = await run(['-f', '-'], script);
+      if (r.failed) {
+        const why = (r.stderr || r.stdout).trim() || `exit code ${r.exitCode}`;
+        throw new ApnsProxyError('E_NFT', `nft rejected the transaction (kernel unchanged): ${why}`);
+      }
+    },
+    async readMap(table) {
+      const r = await run(['-j', 'list', 'map', 'inet', table, MAP_NAME]);
+      if (r.failed) {
+        if (/No such file or directory/.test(r.stderr)) return null;
+        throw new ApnsProxyError('E_NFT', `nft list map inet ${table} ${MAP_NAME} failed: ${r.stderr.trim()}`);
+      }
+      return parseMapJson(r.stdout);
+    },
+  };
+}
+
+interface JsonMap { map?: { comment?: string; elem?: unknown[] } }
+
+/** Parses `nft -j list map` output (libnftables JSON schema 1). */
+export function parseMapJson(text: string): LiveMap {
+  let doc: { nftables?: JsonMap[] };
+  try {
+    doc = JSON.parse(text) as { nftables?: JsonMap[] };
+  } catch {
+    throw new ApnsProxyError('E_NFT', `nft printed JSON we cannot parse: ${text.slice(0, 80)}`);
+  }
+  const map = doc.nftables?.find((o) => o.map)?.map;
+  if (!map) throw new ApnsProxyError('E_NFT', 'nft JSON output has no map object');
+  const elements = new Map<string, string>();
+  for (const e of map.elem ?? []) {
+    // Each element is [ {concat: [vip, slot]}, address ].
+    const pair = e as [{ concat?: [string, number] }, string];
+    const concat = pair[0]?.concat;
+    if (!Array.isArray(concat) || typeof pair[1] !== 'string') {
+      throw new ApnsProxyError('E_NFT', `unexpected element in nft JSON: ${JSON.stringify(e).slice(0, 80)}`);
+    }
+    elements.set(`${concat[0]} . ${concat[1]}`, pair[1]);
+  }
+  return { stamp: map.comment ?? null, elements };
+}

@@ -1,0 +1,73 @@
+import { writeFileSync } from 'node:fs';
+import test from 'ava';
+import { desiredElements, desiredMapping } from '../../src/mapping.js';
+import { diffElements, renderDelta, renderFlush, renderFullSync, renderRuleset } from '../../src/nft/render.js';
+import { REPO, TEMPLATE, nx, ok, readRepoFile, testConfig } from '../helpers/fixtures.js';
+
+function goldenElements() {
+  const config = testConfig({ couriers: { first: 1, last: 4 } });
+  const results = new Map([
+    [1, ok(['203.0.113.10', '203.0.113.11'])],
+    [2, ok(['203.0.113.12', '203.0.113.13', '203.0.113.14'])],
+    [3, nx],
+    [4, ok(['203.0.113.15'])],
+  ]);
+  return desiredElements(desiredMapping({ config, previous: new Map(), results, now: 0 }).snapshot);
+}
+
+// The golden file is the reviewed shape of what we send the kernel; regenerate with UPDATE_GOLDEN=1.
+test('full sync script matches the golden file', (t) => {
+  const config = testConfig();
+  const { text } = renderRuleset(TEMPLATE, config);
+  const script = renderFullSync(text, config.nft.table, goldenElements());
+  if (process.env.UPDATE_GOLDEN) writeFileSync(new URL('test/golden/full-sync.nft', REPO), script);
+  t.is(script, readRepoFile('test/golden/full-sync.nft'));
+});
+
+test('masquerade and fallback can be switched off; the stamp follows the rules', (t) => {
+  const on = renderRuleset(TEMPLATE, testConfig());
+  const off = renderRuleset(TEMPLATE, testConfig({ nft: { masquerade: false }, fallback: { enabled: false } }));
+  t.regex(on.text, /masquerade/);
+  t.regex(on.text, /tproxy ip to 127\.0\.0\.1:15223 meta mark set 0x2a/);
+  t.notRegex(off.text, /masquerade|postrouting/);
+  t.notRegex(off.text, /tproxy|chain fallback/);
+  t.regex(off.text, /dnat ip to ip daddr \. numgen random mod 8 map @couriers4/);
+  t.not(on.stamp, off.stamp);
+  t.is(renderRuleset(TEMPLATE, testConfig()).stamp, on.stamp, 'same config, same stamp');
+  t.true(on.text.includes(`comment "${on.stamp}"`));
+});
+
+test('ports and prefix come from config', (t) => {
+  const { text } = renderRuleset(TEMPLATE, testConfig({ ports: [5223], vipPrefix: '198.18.7.0/24' }));
+  t.regex(text, /ip daddr 198\.18\.7\.0\/24 tcp dport \{ 5223 \} dnat/);
+  t.notRegex(text, /\{\{|\}\}/, 'no placeholder left');
+});
+
+test('a broken template is an error, not a silent bad ruleset', (t) => {
+  t.throws(() => renderRuleset('table inet {{tabel}} {}', testConfig()), { message: /unknown placeholder \{\{tabel\}\}/ });
+  t.throws(() => renderRuleset('@nat\tchain x {}', testConfig()), { message: /unknown feature tag @nat/ });
+});
+
+test('diff: identical maps give no operations and an empty delta', (t) => {
+  const el = goldenElements();
+  const diff = diffElements(el, new Map(el));
+  t.deepEqual(diff, { remove: [], add: [] });
+  t.is(renderDelta('apns_proxy', diff), '');
+});
+
+test('diff: changed values are deleted and re-added, removed keys deleted, new keys added', (t) => {
+  const before = new Map([['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.11'], ['198.18.100.2 . 0', '203.0.113.12']]);
+  const after = new Map([['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.19'], ['198.18.100.3 . 0', '203.0.113.13']]);
+  const diff = diffElements(before, after);
+  t.deepEqual(diff.remove, ['198.18.100.1 . 1', '198.18.100.2 . 0']);
+  t.deepEqual(diff.add, [['198.18.100.1 . 1', '203.0.113.19'], ['198.18.100.3 . 0', '203.0.113.13']]);
+  t.is(renderDelta('apns_proxy', diff),
+    'delete element inet apns_proxy couriers4 { 198.18.100.1 . 1, 198.18.100.2 . 0 }\n' +
+    'add element inet apns_proxy couriers4 { 198.18.100.1 . 1 : 203.0.113.19, 198.18.100.3 . 0 : 203.0.113.13 }\n');
+});
+
+test('full sync replaces the table atomically and can drop a renamed one', (t) => {
+  const script = renderFullSync('table inet t {\n}\n', 't', new Map(), ['old']);
+  t.is(script, 'add table inet old\ndelete table inet old\nadd table inet t\ndelete table inet t\ntable inet t {\n}\n');
+  t.is(renderFlush('t'), 'add table inet t\ndelete table inet t\n');
+});
