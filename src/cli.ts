@@ -1,0 +1,170 @@
+#!/usr/bin/env node
+// Entry point: parses the command line and wires the real I/O (execa, files, node-cron, winston,
+// signals) into the pure core. Exit codes: 0 ok, 1 failed, 2 bad config or usage.
+import { readFile, mkdir } from 'node:fs/promises';
+import { parseArgs } from 'node:util';
+import { execa } from 'execa';
+import cron from 'node-cron';
+import { type Config, DEFAULT_CONFIG_PATH, parseConfigText } from './config.js';
+import { controlPath, requestControl } from './control.js';
+import { Controller, type RefreshReport } from './controller.js';
+import { startDaemon } from './daemon.js';
+import { ApnsProxyError, ConfigError, errorMessage } from './errors.js';
+import { createLogger, type Logger } from './log.js';
+import { desiredElements, desiredMapping } from './mapping.js';
+import { renderFlush, renderFullSync, renderRuleset } from './nft/render.js';
+import { createNftRunner, type NftRunner } from './nft/runner.js';
+import { createResolver, type Resolver } from './resolver.js';
+import { createStateStore } from './state.js';
+import { formatStatus, statusRows } from './status.js';
+
+const USAGE = `usage: apns-proxy <command> [--config PATH]
+
+commands:
+  run             the daemon: program last-known-good, then refresh on schedule
+  refresh         one resolve-and-program cycle (asks the daemon when one runs)
+  status [--json] couriers, VIPs, addresses, state and age, from state and the kernel
+  render          print the nft script a full sync would apply (needs no root)
+  flush           remove our nft table
+
+options:
+  --config PATH   configuration file (default ${DEFAULT_CONFIG_PATH})
+  --json          machine-readable output (status)
+  -h, --help      this text
+`;
+
+const TEMPLATE_URL = new URL('../../nft/apns-proxy.nft', import.meta.url);
+
+async function loadConfig(path: string): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError('--config', path, code === 'ENOENT' ? 'file does not exist' : `cannot be read (${code ?? errorMessage(err)})`);
+  }
+  return parseConfigText(text, path);
+}
+
+function realNft(): NftRunner {
+  return createNftRunner(async (file, args, opts) => {
+    const r = await execa(file, args, { ...opts, reject: false });
+    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode, failed: r.failed, code: (r as { code?: string }).code };
+  });
+}
+
+function resolverFactory(logger: Logger): (c: Config) => Resolver {
+  return (c) => createResolver({
+    servers: c.upstreamDns,
+    timeoutMs: c.resolver.timeoutMs,
+    // Like the original iRule's debug switch: every query, when log.level is debug.
+    onQuery: (e) => logger.isDebug() && logger.debug(`query ${e.name} via ${e.server}/${e.transport ?? '-'}: ${e.outcome} (${e.ms} ms)`),
+  });
+}
+
+function printReport(r: RefreshReport): void {
+  for (const c of r.changes) process.stdout.write(`${c}\n`);
+  process.stdout.write(
+    `${r.counts.fresh} fresh, ${r.counts.stale} stale, ${r.counts.absent} absent; ${r.sync} sync` +
+      `${r.sync === 'delta' ? ` (${r.elementsChanged} elements)` : ''}; resolve ${r.resolveMs} ms, nft ${r.nftMs} ms\n`,
+  );
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    options: { config: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+  });
+  const command = positionals[0];
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === undefined && !values.help ? 2 : 0;
+  }
+  if (positionals.length > 1) throw new ApnsProxyError('E_USAGE', `unexpected argument ${JSON.stringify(positionals[1])}`);
+  const configPath = values.config ?? DEFAULT_CONFIG_PATH;
+  const config = await loadConfig(configPath);
+  const template = await readFile(TEMPLATE_URL, 'utf8');
+  const logger = createLogger(config.log.level, config.log.format);
+
+  switch (command) {
+    case 'render': {
+      // Elements from last-known-good state, so the output is what a daemon start would apply.
+      const state = await createStateStore(config.stateDir).load().catch(() => null);
+      const previous = new Map((state?.couriers ?? []).map((c) => [c.n, c]));
+      const { snapshot } = desiredMapping({ config, previous, now: Date.now() });
+      const { text } = renderRuleset(template, config);
+      process.stdout.write(renderFullSync(text, config.nft.table, desiredElements(snapshot)));
+      return 0;
+    }
+    case 'refresh': {
+      const viaDaemon = (await requestControl(controlPath(config.stateDir), 'refresh', 120_000)) as RefreshReport | undefined;
+      let report = viaDaemon;
+      if (!report) {
+        await mkdir(config.stateDir, { recursive: true });
+        const controller = new Controller({
+          config, template, logger, nft: realNft(), store: createStateStore(config.stateDir),
+          clock: Date.now, makeResolver: resolverFactory(logger),
+        });
+        await controller.loadState();
+        await controller.adoptKernel();
+        report = await controller.refresh();
+      }
+      printReport(report);
+      if (!report.ok) process.stderr.write(`apns-proxy refresh: ${report.error}\n`);
+      return report.ok ? 0 : 1;
+    }
+    case 'status': {
+      const state = await createStateStore(config.stateDir).load();
+      let live;
+      try {
+        live = await realNft().readMap(config.nft.table);
+      } catch (err) {
+        process.stderr.write(`apns-proxy status: cannot read the kernel map (${errorMessage(err)}); showing state only\n`);
+      }
+      const rows = statusRows(config, state, live, Date.now());
+      if (values.json) process.stdout.write(`${JSON.stringify({ savedAt: state?.savedAt ?? null, kernelTable: live === undefined ? 'unreadable' : live ? 'present' : 'absent', couriers: rows }, null, 1)}\n`);
+      else {
+        if (live === null) process.stdout.write(`kernel: table inet ${config.nft.table} is not loaded (run apns-proxy refresh)\n`);
+        process.stdout.write(formatStatus(rows));
+      }
+      return 0;
+    }
+    case 'flush': {
+      await realNft().apply(renderFlush(config.nft.table));
+      process.stdout.write(`removed table inet ${config.nft.table}\n`);
+      return 0;
+    }
+    case 'run': {
+      await mkdir(config.stateDir, { recursive: true });
+      const daemon = await startDaemon({
+        config, template, logger,
+        nft: realNft(),
+        store: createStateStore(config.stateDir),
+        clock: Date.now,
+        makeResolver: resolverFactory(logger),
+        schedule: (expr, task) => cron.schedule(expr, task),
+        loadConfig: () => loadConfig(configPath),
+      });
+      process.on('SIGHUP', () => void daemon.reload());
+      await new Promise<void>((resolve) => {
+        process.once('SIGTERM', resolve);
+        process.once('SIGINT', resolve);
+      });
+      await daemon.stop();
+      return 0;
+    }
+    default:
+      throw new ApnsProxyError('E_USAGE', `unknown command ${JSON.stringify(command)} (try --help)`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { process.exitCode = code; },
+  (err: unknown) => {
+    const usage = err instanceof ApnsProxyError && (err.code === 'E_CONFIG' || err.code === 'E_USAGE');
+    const argErr = (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS');
+    process.stderr.write(`apns-proxy: ${errorMessage(err)}\n`);
+    process.exitCode = usage || argErr ? 2 : 1;
+  },
+);

@@ -1,0 +1,217 @@
+import test from 'ava';
+import { Controller, FULL_SYNC_INTERVAL_MS, ranges } from '../../src/controller.js';
+import type { Config } from '../../src/config.js';
+import { memoryLogger } from '../../src/log.js';
+import type { Snapshot } from '../../src/mapping.js';
+import { FakeNft } from '../../src/nft/fake.js';
+import type { StateFile, StateStore } from '../../src/state.js';
+import { FakeClock, ScriptedResolver, fail, nx, ok, TEMPLATE, testConfig } from '../helpers/fixtures.js';
+
+class MemoryStore implements StateStore {
+  saved: StateFile | null = null;
+  saves = 0;
+  failSave = false;
+  async load() { return this.saved; }
+  async save(s: Snapshot) {
+    if (this.failSave) throw new Error('disk full');
+    this.saves++;
+    this.saved = { version: 1, savedAt: s.at, couriers: [...s.couriers.values()] };
+  }
+}
+
+function setup(config: Config = testConfig({ couriers: { first: 1, last: 3 } })) {
+  const nft = new FakeNft();
+  const clock = new FakeClock();
+  const resolver = new ScriptedResolver();
+  const store = new MemoryStore();
+  const logger = memoryLogger();
+  resolver.answers.set(1, ok(['203.0.113.10', '203.0.113.11']));
+  resolver.answers.set(2, ok(['203.0.113.12']));
+  resolver.answers.set(3, nx);
+  const make = () => new Controller({ config, template: TEMPLATE, nft, makeResolver: () => resolver, store, clock: clock.now, logger });
+  return { nft, clock, resolver, store, logger, make, controller: make() };
+}
+
+const elements = (nft: FakeNft) => Object.fromEntries(nft.tables.get('apns_proxy')?.elements ?? []);
+
+test('first refresh is a full sync with every element; a no-change refresh sends nothing', async (t) => {
+  const { nft, controller } = setup();
+  const r1 = await controller.refresh();
+  t.true(r1.ok);
+  t.is(r1.sync, 'full');
+  t.is(nft.scripts.length, 1);
+  t.regex(nft.scripts[0]!, /^add table inet apns_proxy\ndelete table inet apns_proxy\ntable inet apns_proxy \{/);
+  t.is(Object.keys(elements(nft)).length, 16);
+  t.is(elements(nft)['198.18.100.1 . 7'], '203.0.113.11');
+  t.deepEqual(r1.counts, { fresh: 2, stale: 0, absent: 1 });
+
+  const r2 = await controller.refresh();
+  t.true(r2.ok);
+  t.is(r2.sync, 'none');
+  t.is(r2.elementsChanged, 0);
+  t.is(nft.scripts.length, 1, 'no transaction at all');
+});
+
+test('a change sends only the changed elements', async (t) => {
+  const { nft, resolver, controller, logger } = setup();
+  await controller.refresh();
+  resolver.answers.set(2, ok(['203.0.113.13']));
+  const r = await controller.refresh();
+  t.is(r.sync, 'delta');
+  t.is(r.elementsChanged, 16);  // 8 slots deleted, 8 re-added
+  t.deepEqual(r.changes, ['courier 2: 203.0.113.12 → 203.0.113.13']);
+  t.is(nft.scripts[1]!.split('\n').filter(Boolean).length, 2);
+  t.notRegex(nft.scripts[1]!, /table inet apns_proxy \{/);
+  t.regex(nft.scripts[1]!, /^delete element inet apns_proxy couriers4 \{ 198\.18\.100\.2 \. 0, .*198\.18\.100\.2 \. 7 \}\nadd element/);
+  t.is(elements(nft)['198.18.100.2 . 3'], '203.0.113.13');
+  t.true(logger.lines.includes('info: courier 2: 203.0.113.12 → 203.0.113.13'));
+});
+
+test('a failed transaction leaves the kernel untouched, publishes nothing, and forces a full sync', async (t) => {
+  const { nft, resolver, controller, store } = setup();
+  await controller.refresh();
+  const before = structuredClone(elements(nft));
+  const published: Snapshot[] = [];
+  controller.onSnapshot((s) => published.push(s));
+  const savesBefore = store.saves;
+
+  resolver.answers.set(1, ok(['203.0.113.30']));
+  nft.failNext = 'Operation not permitted';
+  const r = await controller.refresh();
+  t.false(r.ok);
+  t.regex(r.error!, /Operation not permitted/);
+  t.deepEqual(elements(nft), before, 'fake kernel state unchanged');
+  t.is(published.length, 0, 'no snapshot published');
+  t.is(store.saves, savesBefore, 'state not persisted');
+  t.deepEqual(controller.snapshot!.couriers.get(1)!.programmed, ['203.0.113.10', '203.0.113.11']);
+
+  const r2 = await controller.refresh();
+  t.true(r2.ok);
+  t.is(r2.sync, 'full', 'next sync after a failure is full');
+  t.is(elements(nft)['198.18.100.1 . 0'], '203.0.113.30');
+  t.is(published.length, 1);
+});
+
+test('a delta the kernel rejects (element vanished behind our back) changes nothing; the full resync repairs it', async (t) => {
+  const { nft, resolver, controller } = setup();
+  await controller.refresh();
+  nft.tables.get('apns_proxy')!.elements.delete('198.18.100.2 . 0');  // someone edited the map
+  const snapshotBefore = structuredClone(Object.fromEntries(nft.tables.get('apns_proxy')!.elements));
+  resolver.answers.set(2, ok(['203.0.113.14']));
+  const r = await controller.refresh();
+  t.false(r.ok);
+  t.deepEqual(elements(nft), snapshotBefore, 'all-or-nothing: no partial delete/add');
+  const r2 = await controller.refresh();
+  t.is(r2.sync, 'full');
+  t.is(elements(nft)['198.18.100.2 . 0'], '203.0.113.14');
+});
+
+test('upstream failure keeps last-known-good in the kernel and reports the failure', async (t) => {
+  const { nft, resolver, controller, logger } = setup();
+  await controller.refresh();
+  resolver.answers.set(1, fail());
+  resolver.answers.set(2, fail('E_SERVFAIL'));
+  const r = await controller.refresh();
+  t.false(r.ok);
+  t.is(r.sync, 'none');
+  t.deepEqual(r.failed, [1, 2]);
+  t.deepEqual(r.counts, { fresh: 0, stale: 2, absent: 1 });
+  t.regex(r.error!, /resolution failed for 2 courier\(s\): E_TIMEOUT for 1; E_SERVFAIL for 2/);
+  t.is(elements(nft)['198.18.100.2 . 0'], '203.0.113.12');
+  t.true(logger.lines.some((l) => l.startsWith('warn: refresh: resolution failed for 2 courier(s)')));
+});
+
+test('daemon start programs last-known-good from state before resolving (full sync, no queries)', async (t) => {
+  const first = setup();
+  await first.controller.refresh();
+  const { store } = first;
+  // A new process: empty kernel, the state file from before, upstream silent.
+  const nft = new FakeNft();
+  const resolver = new ScriptedResolver();
+  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft, makeResolver: () => resolver, store, clock: first.clock.now, logger: memoryLogger() });
+  const r = await controller.programFromState();
+  t.is(r.sync, 'full');
+  t.is(resolver.calls, 0);
+  t.is(elements(nft)['198.18.100.1 . 1'], '203.0.113.11');
+  t.is(controller.snapshot!.couriers.get(1)!.state, 'stale');
+});
+
+test('one-shot refresh adopts a kernel map carrying our stamp: no change → no transaction', async (t) => {
+  const { nft, make } = setup();
+  await make().refresh();
+  const oneShot = make();
+  await oneShot.loadState();
+  await oneShot.adoptKernel();
+  const r = await oneShot.refresh();
+  t.is(r.sync, 'none');
+  t.is(nft.scripts.length, 1);
+});
+
+test('one-shot refresh does a full sync when the live rules are not ours or differ', async (t) => {
+  const { nft, make } = setup();
+  await make().refresh();
+  nft.tables.get('apns_proxy')!.stamp = 'apns-proxy 0000';
+  const oneShot = make();
+  await oneShot.adoptKernel();
+  t.is((await oneShot.refresh()).sync, 'full');
+});
+
+test('hourly full resync even without changes', async (t) => {
+  const { clock, controller } = setup();
+  await controller.refresh();
+  clock.advance(FULL_SYNC_INTERVAL_MS - 1);
+  t.is((await controller.refresh()).sync, 'none');
+  clock.advance(1);
+  t.is((await controller.refresh()).sync, 'full');
+});
+
+test('reload with a new table name drops the old table in the same transaction', async (t) => {
+  const { nft, controller } = setup();
+  await controller.refresh();
+  controller.reload(testConfig({ couriers: { first: 1, last: 3 }, nft: { table: 'apns2' } }));
+  const r = await controller.refresh();
+  t.is(r.sync, 'full');
+  t.false(nft.tables.has('apns_proxy'));
+  t.is(Object.keys(Object.fromEntries(nft.tables.get('apns2')!.elements)).length, 16);
+  t.regex(nft.scripts.at(-1)!, /^add table inet apns_proxy\ndelete table inet apns_proxy\nadd table inet apns2/);
+});
+
+test('cycles never overlap: a tick during a cycle is skipped, a requested refresh is queued once', async (t) => {
+  const { controller, resolver } = setup();
+  let release!: () => void;
+  const gate = new Promise<void>((r) => { release = r; });
+  let inFlight = 0;
+  let maxInFlight = 0;
+  const orig = resolver.resolveMany.bind(resolver);
+  resolver.resolveMany = async (names) => {
+    inFlight++;
+    maxInFlight = Math.max(maxInFlight, inFlight);
+    await gate;
+    const r = await orig(names);
+    inFlight--;
+    return r;
+  };
+  const first = controller.refresh();
+  t.is(controller.tick(), null, 'tick skipped while running');
+  const q1 = controller.refresh();
+  const q2 = controller.refresh();
+  t.is(q1, q2, 'requests coalesce into one queued cycle');
+  release();
+  await Promise.all([first, q1]);
+  t.is(maxInFlight, 1);
+  t.is(resolver.calls, 6, 'two cycles of three couriers');
+});
+
+test('state save failure is reported while the kernel is programmed', async (t) => {
+  const { nft, store, controller } = setup();
+  store.failSave = true;
+  const r = await controller.refresh();
+  t.false(r.ok);
+  t.regex(r.error!, /kernel programmed but disk full/);
+  t.is(Object.keys(elements(nft)).length, 16);
+});
+
+test('ranges() compresses courier lists', (t) => {
+  t.is(ranges([1, 2, 3, 7, 9, 10]), '1-3,7,9-10');
+  t.is(ranges([]), '');
+});
