@@ -228,11 +228,13 @@ function udpAttempt(ctx: Attempt): Promise<ExchangeResult> {
       if (isReplyTo(reply, id, ctx.q)) settle.ok({ response: reply, raw: msg, transport: 'udp', server: ctx.server });
     });
     // connect() binds to port 0 (OS-random) and has the kernel drop datagrams from other peers
-    socket.connect(ctx.server.port, ctx.server.host, () => {
+    // No callback: dgram would pass a failed connect (e.g. ENETUNREACH) to it instead of 'error'.
+    socket.once('connect', () => {
       socket.send(query, (err) => {
         if (err) settle.fail(networkError(ctx, 'udp', err));
       });
     });
+    socket.connect(ctx.server.port, ctx.server.host);
     return {
       close: () => closeQuietly(socket),
       timeoutError: () => fromServer > 0 && undecodable === fromServer
