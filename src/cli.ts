@@ -15,8 +15,11 @@ import { desiredElements, desiredMapping } from './mapping.js';
 import { renderFlush, renderFullSync, renderRuleset } from './nft/render.js';
 import { createNftRunner, type NftRunner } from './nft/runner.js';
 import { createResolver, type Resolver } from './resolver.js';
+import { loadNative } from './fallback/native.js';
+import { createPolicyRouting, type PolicyRouting } from './fallback/routing.js';
 import { createStateStore } from './state.js';
 import { formatStatus, statusRows } from './status.js';
+import { systemTool } from './tools.js';
 
 const USAGE = `usage: apns-proxy <command> [--config PATH]
 
@@ -25,7 +28,7 @@ commands:
   refresh         one resolve-and-program cycle (asks the daemon when one runs)
   status [--json] couriers, VIPs, addresses, state and age, from state and the kernel
   render          print the nft script a full sync would apply (needs no root)
-  flush           remove our nft table
+  flush           remove our nft table and the fallback's policy routing
 
 options:
   --config PATH   configuration file (default ${DEFAULT_CONFIG_PATH})
@@ -50,6 +53,14 @@ function realNft(): NftRunner {
   return createNftRunner(async (file, args, opts) => {
     const r = await execa(file, args, { ...opts, reject: false });
     return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode, failed: r.failed, code: (r as { code?: string }).code };
+  }, systemTool('nft'));
+}
+
+function realRouting(): PolicyRouting {
+  return createPolicyRouting(async (args) => {
+    const r = await execa(systemTool('ip'), args, { reject: false });
+    if ((r as { code?: string }).code === 'ENOENT') throw new ApnsProxyError('E_NFT', 'cannot run ip: not installed (apt-get install iproute2)');
+    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
   });
 }
 
@@ -103,7 +114,7 @@ async function main(argv: string[]): Promise<number> {
       if (!report) {
         await mkdir(config.stateDir, { recursive: true });
         const controller = new Controller({
-          config, template, logger, nft: realNft(), store: createStateStore(config.stateDir),
+          config, template, logger, nft: realNft(), routing: realRouting(), store: createStateStore(config.stateDir),
           clock: Date.now, makeResolver: resolverFactory(logger),
         });
         await controller.loadState();
@@ -132,7 +143,8 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'flush': {
       await realNft().apply(renderFlush(config.nft.table));
-      process.stdout.write(`removed table inet ${config.nft.table}\n`);
+      await realRouting().remove({ mark: config.fallback.mark, table: config.fallback.table });
+      process.stdout.write(`removed table inet ${config.nft.table} and the fallback's policy routing (fwmark 0x${config.fallback.mark.toString(16)} table ${config.fallback.table})\n`);
       return 0;
     }
     case 'run': {
@@ -140,6 +152,8 @@ async function main(argv: string[]): Promise<number> {
       const daemon = await startDaemon({
         config, template, logger,
         nft: realNft(),
+        routing: realRouting(),
+        loadNative,
         store: createStateStore(config.stateDir),
         clock: Date.now,
         makeResolver: resolverFactory(logger),

@@ -16,9 +16,22 @@ export interface Config {
     readonly allowClients: readonly string[];  // CIDRs, IPv4 or IPv6, validated
     readonly ttl: number;
     readonly rateLimit: number;                // queries per second per client, 0 = off
+    readonly forwardTimeoutMs: number;         // per upstream server, for forwarded (non-courier) queries
+    readonly maxForwards: number;              // forwarded queries in flight; beyond it, SERVFAIL
+    readonly tcpMaxConnections: number;
+    readonly tcpIdleTimeoutMs: number;         // a TCP client silent this long is disconnected
   };
   readonly refresh: { readonly schedule: string; readonly maxStaleSeconds: number };
-  readonly fallback: { readonly enabled: boolean; readonly port: number; readonly mark: number; readonly table: number };
+  readonly fallback: {
+    readonly enabled: boolean;
+    readonly port: number;
+    readonly mark: number;
+    readonly table: number;
+    readonly resolveTimeoutMs: number;    // resolving a courier while its client waits
+    readonly connectTimeoutMs: number;    // per courier address tried
+    readonly idleTimeoutSeconds: number;  // APNs connections are long-lived and mostly idle
+    readonly maxConnections: number;
+  };
   readonly nft: { readonly table: string; readonly masquerade: boolean };
   readonly stateDir: string;
   readonly log: { readonly level: LogLevel; readonly format: 'text' | 'json' };
@@ -41,9 +54,16 @@ export const DEFAULTS = {
     allowClients: ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '127.0.0.0/8'],
     ttl: 30,
     rateLimit: 2000,
+    forwardTimeoutMs: 2000,
+    maxForwards: 512,
+    tcpMaxConnections: 256,
+    tcpIdleTimeoutMs: 10000,
   },
   refresh: { schedule: '* * * * *', maxStaleSeconds: 86400 },
-  fallback: { enabled: true, port: 15223, mark: 42, table: 42 },
+  fallback: {
+    enabled: true, port: 15223, mark: 42, table: 42,
+    resolveTimeoutMs: 1000, connectTimeoutMs: 3000, idleTimeoutSeconds: 4 * 3600, maxConnections: 8192,
+  },
   nft: { table: 'apns_proxy', masquerade: true },
   stateDir: '/var/lib/apns-proxy',
   log: { level: 'info', format: 'text' },
@@ -178,6 +198,10 @@ export function parseConfig(raw: unknown): Config {
     allowClients: list(pick(d, 'allowClients', DEFAULTS.dns.allowClients), 'dns.allowClients', anyCidr, true),
     ttl: int(pick(d, 'ttl', DEFAULTS.dns.ttl), 'dns.ttl', 0, 86400),
     rateLimit: int(pick(d, 'rateLimit', DEFAULTS.dns.rateLimit), 'dns.rateLimit', 0, 1_000_000),
+    forwardTimeoutMs: int(pick(d, 'forwardTimeoutMs', DEFAULTS.dns.forwardTimeoutMs), 'dns.forwardTimeoutMs', 50, 60000),
+    maxForwards: int(pick(d, 'maxForwards', DEFAULTS.dns.maxForwards), 'dns.maxForwards', 1, 65535),
+    tcpMaxConnections: int(pick(d, 'tcpMaxConnections', DEFAULTS.dns.tcpMaxConnections), 'dns.tcpMaxConnections', 1, 65535),
+    tcpIdleTimeoutMs: int(pick(d, 'tcpIdleTimeoutMs', DEFAULTS.dns.tcpIdleTimeoutMs), 'dns.tcpIdleTimeoutMs', 100, 3_600_000),
   };
 
   const rf = section(raw, 'refresh', 'refresh');
@@ -197,6 +221,10 @@ export function parseConfig(raw: unknown): Config {
     mark: int(pick(fb, 'mark', DEFAULTS.fallback.mark), 'fallback.mark', 1, 0xffffffff),
     // 253..255 are the kernel's default, main and local tables.
     table: int(pick(fb, 'table', DEFAULTS.fallback.table), 'fallback.table', 1, 252),
+    resolveTimeoutMs: int(pick(fb, 'resolveTimeoutMs', DEFAULTS.fallback.resolveTimeoutMs), 'fallback.resolveTimeoutMs', 50, 60000),
+    connectTimeoutMs: int(pick(fb, 'connectTimeoutMs', DEFAULTS.fallback.connectTimeoutMs), 'fallback.connectTimeoutMs', 50, 60000),
+    idleTimeoutSeconds: int(pick(fb, 'idleTimeoutSeconds', DEFAULTS.fallback.idleTimeoutSeconds), 'fallback.idleTimeoutSeconds', 1, 30 * 86400),
+    maxConnections: int(pick(fb, 'maxConnections', DEFAULTS.fallback.maxConnections), 'fallback.maxConnections', 1, 1_000_000),
   };
 
   const n = section(raw, 'nft', 'nft');

@@ -7,6 +7,7 @@ import type { Logger } from './log.js';
 import { type CourierRecord, type Snapshot, describeChanges, desiredElements, desiredMapping } from './mapping.js';
 import { type ElementMap, diffElements, renderDelta, renderFullSync, renderRuleset } from './nft/render.js';
 import type { NftRunner } from './nft/runner.js';
+import type { PolicyRouting, RoutingSpec } from './fallback/routing.js';
 import type { Resolution, Resolver } from './resolver.js';
 import type { StateStore } from './state.js';
 
@@ -21,6 +22,7 @@ export interface ControllerDeps {
   readonly store: StateStore;
   readonly clock: () => number;
   readonly logger: Logger;
+  readonly routing?: PolicyRouting;                // TPROXY policy routing, when the fallback is on
 }
 
 export type SyncKind = 'full' | 'delta' | 'none';
@@ -45,8 +47,11 @@ export class Controller {
   private needsFull = true;
   private lastFullAt = -Infinity;
   private dropTables: string[] = [];
+  private routingDone: RoutingSpec | null = null;   // what ensure() last succeeded with
+  private dropRouting: RoutingSpec[] = [];
   private records: ReadonlyMap<number, CourierRecord> = new Map();
-  private current: Snapshot | undefined;
+  private current: Snapshot | undefined;             // published: the kernel accepted it
+  private baseline: Snapshot | undefined;            // what change lines compare against
   private running: Promise<RefreshReport> | null = null;
   private queued: Promise<RefreshReport> | null = null;
   private readonly listeners: ((s: Snapshot) => void)[] = [];
@@ -72,7 +77,10 @@ export class Controller {
   async loadState(): Promise<void> {
     try {
       const state = await this.deps.store.load();
-      this.records = new Map((state?.couriers ?? []).map((c) => [c.n, c]));
+      const views = new Map((state?.couriers ?? []).map((c) => [c.n, c]));
+      this.records = views;
+      // What state says was programmed: the baseline that change lines are written against.
+      if (state) this.baseline = Object.freeze({ at: state.savedAt, couriers: views });
       if (state) this.deps.logger.info(`loaded last-known-good for ${state.couriers.filter((c) => c.addresses.length).length} couriers from state`);
     } catch (err) {
       this.deps.logger.error(`${errorMessage(err)}; starting without last-known-good`);
@@ -128,6 +136,10 @@ export class Controller {
   /** Applies a new, already validated config: rules that changed force a full sync. */
   reload(config: Config): void {
     if (config.nft.table !== this.config.nft.table) this.dropTables.push(this.config.nft.table);
+    const old = this.config.fallback;
+    if (old.enabled && (!config.fallback.enabled || old.mark !== config.fallback.mark || old.table !== config.fallback.table)) {
+      this.dropRouting.push({ mark: old.mark, table: old.table });
+    }
     this.config = config;
     this.resolver = this.deps.makeResolver(config);
     this.needsFull = true;
@@ -185,6 +197,8 @@ export class Controller {
       }
     }
     const nftMs = deps.clock() - t0;
+    if (full) this.routingDone = null;  // a full sync re-checks the routing too (repairs drift)
+    const routingError = await this.syncRouting();
     if (full) {
       this.needsFull = false;
       this.lastFullAt = now;
@@ -192,14 +206,15 @@ export class Controller {
     }
     this.applied = desired;
     this.appliedStamp = stamp;
-    const changes = describeChanges(this.current, snapshot);
+    const changes = describeChanges(this.baseline, snapshot);
     this.records = snapshot.couriers;
     this.current = snapshot;
+    this.baseline = snapshot;
     for (const line of changes) deps.logger.info(line);
     this.logFailures(snapshot, failed);
     for (const l of this.listeners) l(snapshot);
 
-    let error: string | undefined;
+    let error: string | undefined = routingError;
     try {
       await deps.store.save(snapshot);
     } catch (err) {
@@ -212,6 +227,29 @@ export class Controller {
         `${sync === 'delta' ? ` (${base.elementsChanged} elements)` : ''}; resolve ${base.resolveMs} ms, nft ${nftMs} ms`,
     );
     return { ...base, ok: error === undefined, changes, nftMs, ...(error ? { error } : {}) };
+  }
+
+  /**
+   * Keeps the fallback's policy routing in place: retried every cycle until it succeeds, removed
+   * when a reload turned the fallback off or moved it. Returns an error message, if any.
+   */
+  private async syncRouting(): Promise<string | undefined> {
+    const { routing, logger } = this.deps;
+    if (!routing) return undefined;
+    const fb = this.config.fallback;
+    try {
+      for (const spec of this.dropRouting) await routing.remove(spec);
+      this.dropRouting = [];
+      if (!fb.enabled) return undefined;
+      if (this.routingDone?.mark === fb.mark && this.routingDone.table === fb.table) return undefined;
+      await routing.ensure({ mark: fb.mark, table: fb.table });
+      this.routingDone = { mark: fb.mark, table: fb.table };
+      return undefined;
+    } catch (err) {
+      this.routingDone = null;
+      logger.error(`fallback routing: ${errorMessage(err)}`);
+      return `fallback routing: ${errorMessage(err)}`;
+    }
   }
 
   /** One warn line per cycle rather than one per courier: an upstream outage fails them all. */

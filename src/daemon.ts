@@ -1,8 +1,12 @@
 // `apns-proxy run`: program last-known-good, then refresh on schedule; SIGHUP reloads, SIGTERM stops.
 // Real I/O (scheduler, signals, control socket) is handed in by the entry point.
 import type { Config } from './config.js';
+import { courierName } from './couriers.js';
+import { type Fallback, type FallbackDeps, startFallback } from './fallback/listener.js';
+import type { Native } from './fallback/native.js';
 import { Controller, type ControllerDeps } from './controller.js';
 import { controlPath, serveControl } from './control.js';
+import { type DnsServer, startDnsServer } from './dns/server.js';
 import { errorMessage } from './errors.js';
 import type { Logger } from './log.js';
 
@@ -13,10 +17,19 @@ export interface DaemonDeps extends Omit<ControllerDeps, 'logger'> {
   readonly logger: Logger & { setLevel?(level: Config['log']['level']): void };
   readonly schedule: Scheduler;
   readonly loadConfig: () => Promise<Config>;  // re-read on SIGHUP
+  /** The native helper, loaded only when fallback.enabled (it is needed for nothing else). */
+  readonly loadNative: () => Native;
+  /** Tests may replace how the fallback listens and learns the original destination. */
+  readonly fallbackOverrides?: Pick<FallbackDeps, 'listen' | 'originalDestination'>;
 }
+
+/** At-connect resolutions ask for a refresh at most this often (a burst of misses is one refresh). */
+const FALLBACK_REFRESH_MIN_INTERVAL_MS = 2000;
 
 export interface Daemon {
   readonly controller: Controller;
+  readonly fallback: Fallback | undefined;
+  readonly dns: DnsServer;
   reload(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -32,6 +45,35 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     if (cmd === 'reload') return void (await reload());
     throw new Error(`unknown command ${JSON.stringify(cmd)}`);
   });
+  let fallback: Fallback | undefined;
+  if (config.fallback.enabled) {
+    let lastAsked = -Infinity;
+    fallback = await startFallback({
+      config,
+      native: deps.loadNative(),
+      logger,
+      getSnapshot: () => controller.snapshot,
+      resolveNow: (n, timeoutMs) => deps.makeResolver({ ...config, resolver: { ...config.resolver, timeoutMs } })
+        .resolveA(courierName(config.couriers.template, n)),
+      onResolved: (n) => {
+        if (deps.clock() - lastAsked < FALLBACK_REFRESH_MIN_INTERVAL_MS) return;
+        lastAsked = deps.clock();
+        logger.info(`fallback: courier ${n} resolved at connect time; refreshing so the kernel takes over`);
+        void controller.refresh();
+      },
+      ...deps.fallbackOverrides,
+    }).catch(async (err: unknown) => {
+      await new Promise<void>((resolve) => control.close(() => resolve()));
+      throw err;
+    });
+  }
+  // DNS answers from the snapshot the kernel accepted, with the config that snapshot was made under.
+  const dns = await startDnsServer({ config, snapshot: controller.snapshot, logger }).catch(async (err: unknown) => {
+    await fallback?.close();
+    await new Promise<void>((resolve) => control.close(() => resolve()));
+    throw err;
+  });
+  controller.onSnapshot((snapshot) => dns.update(controller.currentConfig, snapshot));
   const scheduleTicks = () => deps.schedule(config.refresh.schedule, () => void controller.tick());
   let job = scheduleTicks();
   void controller.refresh();
@@ -47,9 +89,13 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     }
     if (next.stateDir !== config.stateDir) logger.warn('reload: stateDir changes take effect on restart');
     const scheduleChanged = next.refresh.schedule !== config.refresh.schedule;
+    if (next.fallback.enabled !== config.fallback.enabled || next.fallback.port !== config.fallback.port) {
+      logger.warn('reload: turning the fallback on/off or moving its port takes effect on restart');
+    }
     config = next;
     deps.logger.setLevel?.(next.log.level);
     controller.reload(next);
+    fallback?.updateConfig(next);
     if (scheduleChanged) {
       job.stop();
       job = scheduleTicks();
@@ -60,10 +106,14 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
 
   return {
     controller,
+    fallback,
+    dns,
     reload,
     async stop() {
       job.stop();
+      await dns.close();
       await new Promise<void>((resolve) => control.close(() => resolve()));
+      await fallback?.close();
       await controller.idle();
       logger.info('stopped; the kernel map stays in place (apns-proxy flush removes it)');
     },

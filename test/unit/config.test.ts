@@ -12,8 +12,15 @@ test('defaults fill every key of the contract', (t) => {
   t.deepEqual(c.dns.listen, [{ host: '0.0.0.0', port: 53, family: 4 }]);
   t.deepEqual(c.dns.allowClients, DEFAULTS.dns.allowClients);
   t.is(c.dns.ttl, 30);
+  t.deepEqual(
+    { forwardTimeoutMs: c.dns.forwardTimeoutMs, maxForwards: c.dns.maxForwards, tcpMaxConnections: c.dns.tcpMaxConnections, tcpIdleTimeoutMs: c.dns.tcpIdleTimeoutMs },
+    { forwardTimeoutMs: 2000, maxForwards: 512, tcpMaxConnections: 256, tcpIdleTimeoutMs: 10000 },
+  );
   t.deepEqual(c.refresh, { schedule: '* * * * *', maxStaleSeconds: 86400 });
-  t.deepEqual(c.fallback, { enabled: true, port: 15223, mark: 42, table: 42 });
+  t.deepEqual(c.fallback, {
+    enabled: true, port: 15223, mark: 42, table: 42,
+    resolveTimeoutMs: 1000, connectTimeoutMs: 3000, idleTimeoutSeconds: 14400, maxConnections: 8192,
+  });
   t.deepEqual(c.nft, { table: 'apns_proxy', masquerade: true });
   t.is(c.stateDir, '/var/lib/apns-proxy');
   t.deepEqual(c.log, { level: 'info', format: 'text' });
@@ -53,12 +60,18 @@ const bad: [string, unknown, string, string][] = [
   ['upstream not an IP', { upstreamDns: ['dns.google'] }, 'upstreamDns[0]', '"dns.google"'],
   ['upstream bad port', { upstreamDns: ['8.8.8.8:99999'] }, 'upstreamDns[0]', '"8.8.8.8:99999"'],
   ['null is not a default', { dns: { ttl: null } }, 'dns.ttl', 'null'],
+  ['forward timeout too short', { dns: { forwardTimeoutMs: 10 } }, 'dns.forwardTimeoutMs', '10'],
+  ['max forwards zero', { dns: { maxForwards: 0 } }, 'dns.maxForwards', '0'],
+  ['tcp connections fractional', { dns: { tcpMaxConnections: 1.5 } }, 'dns.tcpMaxConnections', '1.5'],
+  ['tcp idle as string', { dns: { tcpIdleTimeoutMs: '10s' } }, 'dns.tcpIdleTimeoutMs', '"10s"'],
   ['port out of range', { ports: [5223, 70000] }, 'ports[1]', '70000'],
   ['port twice', { ports: [5223, 5223] }, 'ports', '[5223,5223]'],
   ['bad schedule', { refresh: { schedule: 'every minute' } }, 'refresh.schedule', '"every minute"'],
   ['negative staleness', { refresh: { maxStaleSeconds: -1 } }, 'refresh.maxStaleSeconds', '-1'],
   ['fallback table main', { fallback: { table: 254 } }, 'fallback.table', '254'],
   ['mark zero', { fallback: { mark: 0 } }, 'fallback.mark', '0'],
+  ['idle timeout zero', { fallback: { idleTimeoutSeconds: 0 } }, 'fallback.idleTimeoutSeconds', '0'],
+  ['max connections as string', { fallback: { maxConnections: '100' } }, 'fallback.maxConnections', '"100"'],
   ['bool as string', { fallback: { enabled: 'yes' } }, 'fallback.enabled', '"yes"'],
   ['nft table name', { nft: { table: 'apns-proxy' } }, 'nft.table', '"apns-proxy"'],
   ['relative stateDir', { stateDir: 'var/lib' }, 'stateDir', '"var/lib"'],

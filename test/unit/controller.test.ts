@@ -215,3 +215,57 @@ test('ranges() compresses courier lists', (t) => {
   t.is(ranges([1, 2, 3, 7, 9, 10]), '1-3,7,9-10');
   t.is(ranges([]), '');
 });
+
+class FakeRouting {
+  rules = new Set<string>();
+  calls: string[] = [];
+  failNext = false;
+  async ensure(spec: { mark: number; table: number }) {
+    this.calls.push(`ensure ${spec.mark}/${spec.table}`);
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error('RTNETLINK answers: Operation not permitted');
+    }
+    this.rules.add(`${spec.mark}/${spec.table}`);
+  }
+  async remove(spec: { mark: number; table: number }) {
+    this.calls.push(`remove ${spec.mark}/${spec.table}`);
+    this.rules.delete(`${spec.mark}/${spec.table}`);
+  }
+}
+
+function withRouting(config: Config) {
+  const base = setup(config);
+  const routing = new FakeRouting();
+  const controller = new Controller({ config, template: TEMPLATE, nft: base.nft, makeResolver: () => base.resolver, store: base.store, clock: base.clock.now, logger: base.logger, routing });
+  return { ...base, routing, controller };
+}
+
+test('fallback routing is installed with the ruleset, retried after a failure, re-checked on full syncs', async (t) => {
+  const { controller, routing, clock } = withRouting(testConfig({ couriers: { first: 1, last: 3 } }));
+  routing.failNext = true;
+  const r1 = await controller.refresh();
+  t.false(r1.ok);
+  t.regex(r1.error!, /fallback routing: RTNETLINK answers: Operation not permitted/);
+  const r2 = await controller.refresh();
+  t.true(r2.ok, r2.error);
+  t.deepEqual([...routing.rules], ['42/42']);
+  await controller.refresh();
+  t.is(routing.calls.length, 2, 'not re-run when nothing changed');
+  clock.advance(FULL_SYNC_INTERVAL_MS);
+  await controller.refresh();
+  t.is(routing.calls.length, 3, 'full sync re-ensures it');
+});
+
+test('reload turning the fallback off removes its routing; moving it moves the rule', async (t) => {
+  const config = testConfig({ couriers: { first: 1, last: 3 } });
+  const { controller, routing } = withRouting(config);
+  await controller.refresh();
+  controller.reload(testConfig({ couriers: { first: 1, last: 3 }, fallback: { mark: 7, table: 70 } }));
+  await controller.refresh();
+  t.deepEqual([...routing.rules], ['7/70']);
+  controller.reload(testConfig({ couriers: { first: 1, last: 3 }, fallback: { enabled: false } }));
+  await controller.refresh();
+  t.deepEqual([...routing.rules], []);
+  t.deepEqual(routing.calls, ['ensure 42/42', 'remove 42/42', 'ensure 7/70', 'remove 7/70']);
+});

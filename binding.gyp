@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "apns_proxy_native",
+      "sources": ["src/fallback/native/relay.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra", "-Wno-unused-parameter"]
+    }
+  ]
+}

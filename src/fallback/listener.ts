@@ -1,0 +1,159 @@
+// The userspace fallback: TPROXY hands us connections to VIPs the kernel map could not serve.
+// Per connection: courier N from the original destination, resolve now, connect to an allowed
+// address, then give both sockets to the native relay thread and forget them.
+import net from 'node:net';
+import { randomInt } from 'node:crypto';
+import type { Config } from '../config.js';
+import { courierForVip } from '../couriers.js';
+import { errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Snapshot } from '../mapping.js';
+import type { Resolution } from '../resolver.js';
+import type { Native, Relay, RelayCloseEvent } from './native.js';
+import { planTargets } from './plan.js';
+
+export interface FallbackDeps {
+  readonly config: Config;
+  readonly native: Native;
+  readonly resolveNow: (n: number, timeoutMs: number) => Promise<Resolution>;
+  readonly getSnapshot: () => Snapshot | undefined;
+  /** A courier resolved at connect time: the kernel path should take over its next connections. */
+  readonly onResolved: (n: number) => void;
+  readonly logger: Logger;
+  /** Where the server listens; the default is the real transparent socket on 127.0.0.1. */
+  readonly listen?: (server: net.Server, config: Config) => Promise<void>;
+  /** The connection's original destination; with TPROXY it is the accepted socket's local address. */
+  readonly originalDestination?: (socket: net.Socket) => { address: string; port: number };
+}
+
+export interface FallbackStats { readonly active: number; readonly total: number; readonly failed: number; readonly relayed: number }
+
+export interface Fallback {
+  readonly address: net.AddressInfo;
+  stats(): FallbackStats;
+  updateConfig(config: Config): void;
+  close(): Promise<void>;
+}
+
+/** Listens on the transparent socket the native helper creates (IP_TRANSPARENT, CAP_NET_ADMIN). */
+export function transparentListen(native: Native): (server: net.Server, config: Config) => Promise<void> {
+  return (server, config) => new Promise((resolve, reject) => {
+    const fd = native.listenTransparent('127.0.0.1', config.fallback.port, 1024);
+    server.once('error', reject);
+    server.listen({ fd }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+const socketFd = (s: net.Socket): number => (s as unknown as { _handle?: { fd?: number } })._handle?.fd ?? -1;
+
+export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
+  let config = deps.config;
+  const { logger, native } = deps;
+  const destination = deps.originalDestination ?? ((s: net.Socket) => ({ address: s.localAddress ?? '', port: s.localPort ?? 0 }));
+  let pending = 0;   // connections being resolved/connected in JS
+  let total = 0;
+  let failed = 0;
+  let seq = 0;
+  const relay: Relay = native.createRelay(config.fallback.idleTimeoutSeconds * 1000, (e: RelayCloseEvent) => {
+    logger.debug(`fallback #${e.id}: ${e.reason}${e.error ? ` (${e.error})` : ''}; ${e.bytesUp} bytes up, ${e.bytesDown} down`);
+  });
+  // pauseOnConnect: not a byte is read in JS; whatever the client sends waits in the kernel for the relay
+  const server = net.createServer({ pauseOnConnect: true }, (client) => void handle(client));
+  server.on('error', (err) => logger.error(`fallback listener: ${errorMessage(err)}`));
+
+  const reject = (client: net.Socket, id: number, why: string) => {
+    failed++;
+    logger.info(`fallback #${id}: ${why}; connection reset`);
+    client.resetAndDestroy();
+  };
+
+  async function handle(client: net.Socket): Promise<void> {
+    const id = ++seq;
+    total++;
+    client.on('error', () => undefined);
+    if (pending + relay.stats().active >= config.fallback.maxConnections) {
+      return reject(client, id, `over fallback.maxConnections (${config.fallback.maxConnections})`);
+    }
+    pending++;
+    try {
+      const dst = destination(client);
+      const from = `${client.remoteAddress}:${client.remotePort}`;
+      const n = courierForVip(config, dst.address);
+      if (n === undefined || !config.ports.includes(dst.port)) return reject(client, id, `${dst.address}:${dst.port} from ${from} is not a courier VIP`);
+      const resolution = await deps.resolveNow(n, config.fallback.resolveTimeoutMs);
+      const plan = planTargets(resolution, deps.getSnapshot()?.couriers.get(n), config.allowedUpstreamNets, randomInt(0, 1 << 30));
+      if (!plan.ok) return reject(client, id, `courier ${n}: ${plan.reason}`);
+      if (plan.source === 'resolved') deps.onResolved(n);
+      let courier: net.Socket | undefined;
+      const errors: string[] = [];
+      for (const address of plan.addresses) {
+        if (client.destroyed) break;
+        try {
+          courier = await connectPaused(address, dst.port, config.fallback.connectTimeoutMs);
+          break;
+        } catch (err) {
+          errors.push(`${address}: ${errorMessage(err)}`);
+        }
+      }
+      if (!courier) return reject(client, id, `courier ${n}: no address reachable (${errors.join('; ') || 'client gone'})`);
+      // Keep-alive on both: a long-idle APNs connection must notice a dead peer eventually.
+      client.setKeepAlive(true, 60_000);
+      courier.setKeepAlive(true, 60_000);
+      try {
+        relay.add(socketFd(client), socketFd(courier), id);
+      } catch (err) {
+        courier.resetAndDestroy();
+        return reject(client, id, `courier ${n}: relay refused the connection (${errorMessage(err)})`);
+      }
+      logger.debug(`fallback #${id}: courier ${n} ${from} → ${courier.remoteAddress}:${dst.port} (${plan.source})`);
+      // The relay owns duplicates of both fds now; destroy() closes ours without a shutdown.
+      client.destroy();
+      courier.destroy();
+    } finally {
+      pending--;
+    }
+  }
+
+  await (deps.listen ?? transparentListen(native))(server, config);
+  logger.info(`fallback: listening on ${JSON.stringify(server.address())}`);
+  return {
+    address: server.address() as net.AddressInfo,
+    stats: () => {
+      const r = relay.stats();
+      return { active: pending + r.active, total, failed, relayed: r.total };
+    },
+    updateConfig(next) {
+      config = next;
+    },
+    close: () => new Promise((resolve) => {
+      server.close(() => resolve());
+      relay.close();
+    }),
+  };
+}
+
+/** Connects without reading: the courier may speak first, and those bytes belong to the relay. */
+function connectPaused(host: string, port: number, timeoutMs: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port });
+    s.pause();
+    const timer = setTimeout(() => {
+      s.destroy();
+      reject(new Error(`connect timeout after ${timeoutMs} ms`));
+    }, timeoutMs);
+    s.once('connect', () => {
+      clearTimeout(timer);
+      s.removeAllListeners('error');
+      s.on('error', () => undefined);
+      resolve(s);
+    });
+    s.once('error', (err) => {
+      clearTimeout(timer);
+      s.destroy();
+      reject(err);
+    });
+  });
+}

@@ -1,0 +1,556 @@
+// apns-proxy native helper (Node-API, Linux only). Two things Node cannot do by itself:
+//  1. listenTransparent(): a listening TCP socket with IP_TRANSPARENT, so TPROXY can hand it
+//     connections addressed to any VIP (the accepted socket's local address is the original
+//     destination). Node adopts the fd with server.listen({ fd }).
+//  2. a relay thread: once both sockets of a fallback connection are connected, JS hands their
+//     fds over and forgets them; one epoll thread moves bytes both ways with backpressure and
+//     half-close. An idle connection then costs a small struct here, not two Node streams.
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+#include <node_api.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCRATCH_SIZE (256 * 1024)  // one buffer per relay thread, shared by all connections
+#define MAX_EVENTS 256
+
+// ---------------------------------------------------------------------------------------------
+// Errors: thrown with a stable code so JS can branch on it.
+
+static napi_value throw_errno(napi_env env, const char *code, const char *what, int err) {
+  char msg[256];
+  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
+  napi_throw_error(env, code, msg);
+  return NULL;
+}
+
+#define NAPI_OK(call)                                                  \
+  do {                                                                 \
+    if ((call) != napi_ok) {                                           \
+      napi_throw_error(env, "E_NATIVE", "Node-API call failed: " #call); \
+      return NULL;                                                     \
+    }                                                                  \
+  } while (0)
+
+static int64_t now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+// ---------------------------------------------------------------------------------------------
+// listenTransparent(host: string, port: number, backlog: number): number (fd)
+
+static napi_value ListenTransparent(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  char host[64];
+  size_t hostlen = 0;
+  uint32_t port = 0;
+  int32_t backlog = 0;
+  if (argc != 3 || napi_get_value_string_utf8(env, argv[0], host, sizeof host, &hostlen) != napi_ok ||
+      napi_get_value_uint32(env, argv[1], &port) != napi_ok || napi_get_value_int32(env, argv[2], &backlog) != napi_ok) {
+    napi_throw_type_error(env, "E_NATIVE", "listenTransparent(host: string, port: number, backlog: number)");
+    return NULL;
+  }
+  struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+  if (port == 0 || port > 65535 || inet_pton(AF_INET, host, &addr.sin_addr) != 1) {
+    char msg[128];
+    snprintf(msg, sizeof msg, "listenTransparent: bad IPv4 address or port: %s:%u", host, port);
+    napi_throw_range_error(env, "E_NATIVE", msg);
+    return NULL;
+  }
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0) return throw_errno(env, "E_LISTEN", "socket", errno);
+  int one = 1;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "E_LISTEN", "setsockopt(SO_REUSEADDR)", e);
+  }
+  // IP_TRANSPARENT needs CAP_NET_ADMIN: the accepted sockets may then own non-local addresses.
+  if (setsockopt(fd, SOL_IP, IP_TRANSPARENT, &one, sizeof one) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "E_LISTEN", "setsockopt(IP_TRANSPARENT) (needs CAP_NET_ADMIN)", e);
+  }
+  if (bind(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+    int e = errno;
+    close(fd);
+    char what[128];
+    snprintf(what, sizeof what, "bind %s:%u", host, port);
+    return throw_errno(env, "E_LISTEN", what, e);
+  }
+  if (listen(fd, backlog > 0 ? backlog : 511) < 0) {
+    int e = errno;
+    close(fd);
+    return throw_errno(env, "E_LISTEN", "listen", e);
+  }
+  napi_value out;
+  NAPI_OK(napi_create_int32(env, fd, &out));
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The relay.
+
+typedef struct {
+  char *data;  // malloc'd only while the peer cannot take what we read (backpressure)
+  size_t off, len;
+} pending_t;
+
+struct conn;
+typedef struct {
+  struct conn *c;
+  int i;  // 0 = client side, 1 = courier side
+} side_t;
+
+typedef struct conn {
+  struct conn *prev, *next;
+  int fd[2];
+  pending_t pend[2];   // pend[i]: read from fd[i], waiting to be written to fd[1-i]
+  uint8_t rd_eof[2];   // fd[i] returned EOF
+  uint8_t wr_shut[2];  // shutdown(fd[i], SHUT_WR) done
+  uint8_t dead;        // closed; freed after the current batch of events
+  uint64_t bytes[2];   // bytes moved from fd[i] to fd[1-i]
+  int64_t last;        // last activity, ms monotonic
+  double id;
+  side_t side[2];
+} conn_t;
+
+typedef struct {
+  double id;
+  double bytes_up, bytes_down;  // client → courier, courier → client
+  const char *reason;           // static string
+  int err;
+} close_event_t;
+
+typedef struct {
+  int epfd, evfd;
+  pthread_t thread;
+  int thread_started;
+  pthread_mutex_t mu;
+  conn_t *incoming;  // handed over by JS, not yet registered (guarded by mu)
+  atomic_int stop;
+  conn_t *head;      // every live connection (relay thread only)
+  conn_t *graveyard; // closed during this batch, freed after it
+  int64_t idle_ms;
+  char *scratch;
+  napi_threadsafe_function tsfn;
+  atomic_uint_fast64_t active, total, bytes;
+  int closed;        // close() was called from JS
+} relay_t;
+
+static void notify_close(relay_t *r, conn_t *c, const char *reason, int err) {
+  close_event_t *ev = malloc(sizeof *ev);
+  if (!ev) return;
+  ev->id = c->id;
+  ev->bytes_up = (double)c->bytes[0];
+  ev->bytes_down = (double)c->bytes[1];
+  ev->reason = reason;
+  ev->err = err;
+  if (napi_call_threadsafe_function(r->tsfn, ev, napi_tsfn_nonblocking) != napi_ok) free(ev);
+}
+
+// Closes both sockets now; the struct is freed after the batch (a later event may still name it).
+static void conn_close(relay_t *r, conn_t *c, const char *reason, int err, int abortive) {
+  if (c->dead) return;
+  c->dead = 1;
+  for (int i = 0; i < 2; i++) {
+    epoll_ctl(r->epfd, EPOLL_CTL_DEL, c->fd[i], NULL);
+    if (abortive) {
+      // One side failed: reset the other too, so its peer learns at once rather than by timeout.
+      struct linger lg = {.l_onoff = 1, .l_linger = 0};
+      setsockopt(c->fd[i], SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    }
+    close(c->fd[i]);
+    free(c->pend[i].data);
+    c->pend[i].data = NULL;
+  }
+  if (c->prev) c->prev->next = c->next; else r->head = c->next;
+  if (c->next) c->next->prev = c->prev;
+  c->next = r->graveyard;
+  r->graveyard = c;
+  atomic_fetch_sub(&r->active, 1);
+  notify_close(r, c, reason, err);
+}
+
+static void bury(relay_t *r) {
+  while (r->graveyard) {
+    conn_t *c = r->graveyard;
+    r->graveyard = c->next;
+    free(c);
+  }
+}
+
+// Writes pend[from] to fd[1-from]. Returns 0 (done or would block), or an errno.
+static int flush(relay_t *r, conn_t *c, int from) {
+  pending_t *p = &c->pend[from];
+  while (p->len > 0) {
+    ssize_t n = send(c->fd[1 - from], p->data + p->off, p->len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return errno;
+    }
+    p->off += (size_t)n;
+    p->len -= (size_t)n;
+    c->bytes[from] += (uint64_t)n;
+    atomic_fetch_add(&r->bytes, (uint64_t)n);
+  }
+  free(p->data);
+  p->data = NULL;
+  p->off = 0;
+  return 0;
+}
+
+// Moves bytes fd[from] → fd[1-from] until the source would block, ends, or the destination is
+// full (then the rest waits in pend[from] and this side is not read again until it drained).
+static int pump(relay_t *r, conn_t *c, int from) {
+  int to = 1 - from;
+  while (!c->rd_eof[from] && c->pend[from].len == 0) {
+    ssize_t n = recv(c->fd[from], r->scratch, SCRATCH_SIZE, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return errno;
+    }
+    if (n == 0) {
+      c->rd_eof[from] = 1;
+      return 0;
+    }
+    size_t off = 0;
+    while (off < (size_t)n) {
+      ssize_t w = send(c->fd[to], r->scratch + off, (size_t)n - off, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+        return errno;
+      }
+      off += (size_t)w;
+    }
+    c->bytes[from] += off;
+    atomic_fetch_add(&r->bytes, off);
+    if (off < (size_t)n) {
+      size_t rest = (size_t)n - off;
+      c->pend[from].data = malloc(rest);
+      if (!c->pend[from].data) return ENOMEM;
+      memcpy(c->pend[from].data, r->scratch + off, rest);
+      c->pend[from].off = 0;
+      c->pend[from].len = rest;
+    }
+  }
+  return 0;
+}
+
+static const char *const READ_FAIL[2] = {"client read failed", "courier read failed"};
+static const char *const WRITE_FAIL[2] = {"courier write failed", "client write failed"};  // indexed by source
+
+// Edge-triggered: every event on either side re-runs both directions until nothing moves.
+static void progress(relay_t *r, conn_t *c) {
+  for (int from = 0; from < 2; from++) {
+    int err;
+    if (c->pend[from].len > 0 && (err = flush(r, c, from)) != 0) return conn_close(r, c, WRITE_FAIL[from], err, 1);
+    if ((err = pump(r, c, from)) != 0) {
+      // a send failure inside pump is the destination's; a recv failure the source's
+      return conn_close(r, c, err == EPIPE || err == ENOTCONN ? WRITE_FAIL[from] : READ_FAIL[from], err, 1);
+    }
+    // the source ended and all it sent was delivered: pass the FIN on (half-close)
+    if (c->rd_eof[from] && c->pend[from].len == 0 && !c->wr_shut[1 - from]) {
+      shutdown(c->fd[1 - from], SHUT_WR);
+      c->wr_shut[1 - from] = 1;
+    }
+  }
+  if (c->rd_eof[0] && c->rd_eof[1] && c->pend[0].len == 0 && c->pend[1].len == 0) conn_close(r, c, "closed", 0, 0);
+}
+
+static void handle(relay_t *r, side_t *s, uint32_t revents) {
+  conn_t *c = s->c;
+  if (c->dead) return;
+  c->last = now_ms();
+  if (revents & EPOLLERR) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(c->fd[s->i], SOL_SOCKET, SO_ERROR, &err, &len);
+    return conn_close(r, c, s->i == 0 ? "client error" : "courier error", err, 1);
+  }
+  progress(r, c);
+}
+
+static void register_incoming(relay_t *r) {
+  uint64_t v;
+  while (read(r->evfd, &v, sizeof v) > 0) {
+  }
+  pthread_mutex_lock(&r->mu);
+  conn_t *list = r->incoming;
+  r->incoming = NULL;
+  pthread_mutex_unlock(&r->mu);
+  while (list) {
+    conn_t *c = list;
+    list = c->next;
+    c->prev = NULL;
+    c->next = r->head;
+    if (r->head) r->head->prev = c;
+    r->head = c;
+    int err = 0;
+    for (int i = 0; i < 2 && !err; i++) {
+      struct epoll_event e = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET, .data.ptr = &c->side[i]};
+      if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, c->fd[i], &e) < 0) err = errno;
+    }
+    if (err) conn_close(r, c, "epoll registration failed", err, 1);
+    else progress(r, c);  // bytes may already be waiting (the client spoke before the courier answered)
+  }
+}
+
+static void sweep_idle(relay_t *r) {
+  int64_t now = now_ms();
+  for (conn_t *c = r->head, *next; c; c = next) {
+    next = c->next;
+    if (now - c->last >= r->idle_ms) conn_close(r, c, "idle timeout", 0, 0);
+  }
+}
+
+static void *relay_main(void *arg) {
+  relay_t *r = arg;
+  struct epoll_event events[MAX_EVENTS];
+  int64_t sweep_every = r->idle_ms / 4;
+  if (sweep_every > 5000) sweep_every = 5000;
+  if (sweep_every < 20) sweep_every = 20;
+  int64_t next_sweep = now_ms() + sweep_every;
+  while (!atomic_load(&r->stop)) {
+    int64_t wait = next_sweep - now_ms();
+    int n = epoll_wait(r->epfd, events, MAX_EVENTS, wait < 0 ? 0 : (int)wait);
+    for (int k = 0; k < n; k++) {
+      if (events[k].data.ptr == NULL) register_incoming(r);
+      else handle(r, events[k].data.ptr, events[k].events);
+    }
+    if (now_ms() >= next_sweep) {
+      sweep_idle(r);
+      next_sweep = now_ms() + sweep_every;
+    }
+    bury(r);
+  }
+  while (r->head) conn_close(r, r->head, "relay stopped", 0, 0);
+  bury(r);
+  return NULL;
+}
+
+static void call_js(napi_env env, napi_value js_cb, void *context, void *data) {
+  close_event_t *ev = data;
+  (void)context;
+  if (env != NULL && js_cb != NULL) {
+    napi_value obj, v, undef;
+    napi_create_object(env, &obj);
+    napi_create_double(env, ev->id, &v);
+    napi_set_named_property(env, obj, "id", v);
+    napi_create_double(env, ev->bytes_up, &v);
+    napi_set_named_property(env, obj, "bytesUp", v);
+    napi_create_double(env, ev->bytes_down, &v);
+    napi_set_named_property(env, obj, "bytesDown", v);
+    napi_create_string_utf8(env, ev->reason, NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, obj, "reason", v);
+    napi_create_string_utf8(env, ev->err ? strerror(ev->err) : "", NAPI_AUTO_LENGTH, &v);
+    napi_set_named_property(env, obj, "error", v);
+    napi_get_undefined(env, &undef);
+    napi_call_function(env, undef, js_cb, 1, &obj, NULL);
+  }
+  free(ev);
+}
+
+static void relay_stop(relay_t *r) {
+  if (r->closed) return;
+  r->closed = 1;
+  atomic_store(&r->stop, 1);
+  uint64_t one = 1;
+  if (write(r->evfd, &one, sizeof one) < 0) { /* the thread also wakes on its sweep timer */ }
+  if (r->thread_started) pthread_join(r->thread, NULL);
+  // connections handed over but never registered
+  while (r->incoming) {
+    conn_t *c = r->incoming;
+    r->incoming = c->next;
+    close(c->fd[0]);
+    close(c->fd[1]);
+    free(c);
+  }
+  close(r->epfd);
+  close(r->evfd);
+  free(r->scratch);
+  napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
+}
+
+static void relay_finalize(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  relay_t *r = data;
+  relay_stop(r);
+  pthread_mutex_destroy(&r->mu);
+  free(r);
+}
+
+static relay_t *get_relay(napi_env env, napi_value v) {
+  relay_t *r = NULL;
+  if (napi_get_value_external(env, v, (void **)&r) != napi_ok || r == NULL) {
+    napi_throw_type_error(env, "E_NATIVE", "expected a relay handle");
+    return NULL;
+  }
+  if (r->closed) {
+    napi_throw_error(env, "E_NATIVE", "relay is closed");
+    return NULL;
+  }
+  return r;
+}
+
+// relayCreate(idleTimeoutMs: number, onClose: (event) => void): handle
+static napi_value RelayCreate(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  double idle = 0;
+  napi_valuetype t;
+  if (argc != 2 || napi_get_value_double(env, argv[0], &idle) != napi_ok || !(idle >= 1) ||
+      napi_typeof(env, argv[1], &t) != napi_ok || t != napi_function) {
+    napi_throw_type_error(env, "E_NATIVE", "relayCreate(idleTimeoutMs >= 1, onClose: function)");
+    return NULL;
+  }
+  relay_t *r = calloc(1, sizeof *r);
+  if (!r) return throw_errno(env, "E_NATIVE", "relayCreate", ENOMEM);
+  r->idle_ms = (int64_t)idle;
+  r->scratch = malloc(SCRATCH_SIZE);
+  r->epfd = epoll_create1(EPOLL_CLOEXEC);
+  r->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  pthread_mutex_init(&r->mu, NULL);
+  if (!r->scratch || r->epfd < 0 || r->evfd < 0) {
+    int e = errno;
+    free(r->scratch);
+    if (r->epfd >= 0) close(r->epfd);
+    if (r->evfd >= 0) close(r->evfd);
+    free(r);
+    return throw_errno(env, "E_NATIVE", "relayCreate", e);
+  }
+  struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
+  epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->evfd, &e);
+  napi_value name;
+  NAPI_OK(napi_create_string_utf8(env, "apns-proxy relay", NAPI_AUTO_LENGTH, &name));
+  NAPI_OK(napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &r->tsfn));
+  // close notifications must not keep the process alive on their own
+  NAPI_OK(napi_unref_threadsafe_function(env, r->tsfn));
+  if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
+    int err = errno;
+    r->thread_started = 0;
+    relay_stop(r);
+    free(r);
+    return throw_errno(env, "E_NATIVE", "pthread_create", err);
+  }
+  r->thread_started = 1;
+  napi_value handle;
+  NAPI_OK(napi_create_external(env, r, relay_finalize, NULL, &handle));
+  return handle;
+}
+
+// relayAdd(handle, clientFd, courierFd, id): takes over duplicates of both fds; the caller then
+// destroys its own sockets without shutting them down.
+static napi_value RelayAdd(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  if (argc != 4) {
+    napi_throw_type_error(env, "E_NATIVE", "relayAdd(handle, clientFd, courierFd, id)");
+    return NULL;
+  }
+  relay_t *r = get_relay(env, argv[0]);
+  if (!r) return NULL;
+  int32_t fds[2];
+  double id;
+  if (napi_get_value_int32(env, argv[1], &fds[0]) != napi_ok || napi_get_value_int32(env, argv[2], &fds[1]) != napi_ok ||
+      napi_get_value_double(env, argv[3], &id) != napi_ok || fds[0] < 0 || fds[1] < 0) {
+    napi_throw_type_error(env, "E_NATIVE", "relayAdd: fds must be non-negative integers and id a number");
+    return NULL;
+  }
+  conn_t *c = calloc(1, sizeof *c);
+  if (!c) return throw_errno(env, "E_NATIVE", "relayAdd", ENOMEM);
+  for (int i = 0; i < 2; i++) {
+    c->fd[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 0);
+    if (c->fd[i] < 0) {
+      int e = errno;
+      if (i == 1) close(c->fd[0]);
+      free(c);
+      return throw_errno(env, "E_NATIVE", "relayAdd: dup", e);
+    }
+    int fl = fcntl(c->fd[i], F_GETFL);
+    fcntl(c->fd[i], F_SETFL, fl | O_NONBLOCK);
+    c->side[i].c = c;
+    c->side[i].i = i;
+  }
+  c->id = id;
+  c->last = now_ms();
+  atomic_fetch_add(&r->active, 1);
+  atomic_fetch_add(&r->total, 1);
+  pthread_mutex_lock(&r->mu);
+  c->next = r->incoming;
+  r->incoming = c;
+  pthread_mutex_unlock(&r->mu);
+  uint64_t one = 1;
+  if (write(r->evfd, &one, sizeof one) < 0) { /* counter saturated: the thread is awake anyway */ }
+  return NULL;
+}
+
+// relayStats(handle): { active, total, bytes }
+static napi_value RelayStats(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1], obj, v;
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  relay_t *r = get_relay(env, argv[0]);
+  if (!r) return NULL;
+  NAPI_OK(napi_create_object(env, &obj));
+  NAPI_OK(napi_create_double(env, (double)atomic_load(&r->active), &v));
+  NAPI_OK(napi_set_named_property(env, obj, "active", v));
+  NAPI_OK(napi_create_double(env, (double)atomic_load(&r->total), &v));
+  NAPI_OK(napi_set_named_property(env, obj, "total", v));
+  NAPI_OK(napi_create_double(env, (double)atomic_load(&r->bytes), &v));
+  NAPI_OK(napi_set_named_property(env, obj, "bytes", v));
+  return obj;
+}
+
+// relayClose(handle): closes every relayed connection and stops the thread.
+static napi_value RelayClose(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  relay_t *r = NULL;
+  if (napi_get_value_external(env, argv[0], (void **)&r) != napi_ok || r == NULL) {
+    napi_throw_type_error(env, "E_NATIVE", "expected a relay handle");
+    return NULL;
+  }
+  relay_stop(r);
+  return NULL;
+}
+
+static napi_value Init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+      {"listenTransparent", NULL, ListenTransparent, NULL, NULL, NULL, napi_default, NULL},
+      {"relayCreate", NULL, RelayCreate, NULL, NULL, NULL, napi_default, NULL},
+      {"relayAdd", NULL, RelayAdd, NULL, NULL, NULL, napi_default, NULL},
+      {"relayStats", NULL, RelayStats, NULL, NULL, NULL, napi_default, NULL},
+      {"relayClose", NULL, RelayClose, NULL, NULL, NULL, napi_default, NULL},
+  };
+  NAPI_OK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, Init)

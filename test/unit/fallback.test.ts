@@ -1,0 +1,203 @@
+// The fallback listener and native relay on loopback: original destination and upstream are
+// injected, the bytes really cross the relay thread.
+import { createHash, randomBytes } from 'node:crypto';
+import net from 'node:net';
+import test from 'ava';
+import type { Config } from '../../src/config.js';
+import { memoryLogger } from '../../src/log.js';
+import { desiredMapping } from '../../src/mapping.js';
+import { type Fallback, startFallback } from '../../src/fallback/listener.js';
+import { loadNative } from '../../src/fallback/native.js';
+import { planTargets } from '../../src/fallback/plan.js';
+import type { Resolution } from '../../src/resolver.js';
+import { fail, nx, ok, testConfig } from '../helpers/fixtures.js';
+
+const allowed = testConfig().allowedUpstreamNets;  // 203.0.113.0/24
+const known = desiredMapping({ config: testConfig(), previous: new Map(), results: new Map([[7, ok(['203.0.113.30', '203.0.113.31'])]]), now: 0 }).snapshot.couriers.get(7);
+
+test('plan: resolved addresses, filtered and rotated', (t) => {
+  const p = planTargets(ok(['203.0.113.12', '198.51.100.9', '203.0.113.11']), known, allowed, 1);
+  t.deepEqual(p, { ok: true, addresses: ['203.0.113.12', '203.0.113.11'], source: 'resolved' });
+});
+
+test('plan: resolution failure falls back to last-known-good', (t) => {
+  t.deepEqual(planTargets(fail(), known, allowed, 0), { ok: true, addresses: ['203.0.113.30', '203.0.113.31'], source: 'last-known-good' });
+  t.deepEqual(planTargets(ok(['198.51.100.9']), known, allowed, 0), { ok: true, addresses: ['203.0.113.30', '203.0.113.31'], source: 'last-known-good' });
+});
+
+test('plan: NXDOMAIN, nothing allowed, no last-known-good → refuse with a reason', (t) => {
+  t.deepEqual(planTargets(nx, known, allowed, 0), { ok: false, reason: 'courier does not exist (NXDOMAIN)' });
+  t.deepEqual(planTargets(fail(), undefined, allowed, 0), { ok: false, reason: 'resolution failed (E_TIMEOUT) and no last-known-good' });
+  t.deepEqual(planTargets(ok(['198.51.100.9']), undefined, allowed, 0), { ok: false, reason: 'no address inside allowedUpstreamNets' });
+  t.deepEqual(planTargets({ kind: 'nodata', chain: [] }, known, allowed, 0), { ok: false, reason: 'courier has no A record' });
+});
+
+// ---- loopback harness -------------------------------------------------------------------
+
+interface Courier { port: number; server: net.Server; accepted: number }
+
+/** A courier that says HELLO first, then echoes; `close()` stops it. */
+async function courier(): Promise<Courier> {
+  const c: Courier = { port: 0, server: net.createServer((s) => {
+    c.accepted++;
+    s.on('error', () => undefined);
+    s.write('HELLO\n');
+    s.pipe(s);
+  }), accepted: 0 };
+  await new Promise<void>((r) => c.server.listen(0, '127.0.0.1', r));
+  c.port = (c.server.address() as net.AddressInfo).port;
+  return c;
+}
+
+async function fallback(cfg: Config, answer: (n: number) => Resolution, resolved: number[] = []): Promise<Fallback> {
+  return startFallback({
+    config: cfg,
+    native: loadNative(),
+    resolveNow: async (n) => answer(n),
+    getSnapshot: () => undefined,
+    onResolved: (n) => resolved.push(n),
+    logger: memoryLogger(),
+    listen: (server) => new Promise((r) => server.listen(0, '127.0.0.1', r)),
+    originalDestination: () => ({ address: '198.18.100.7', port: cfg.ports[0]! }),
+  });
+}
+
+function loopConfig(port: number, extra: Record<string, unknown> = {}): Config {
+  return testConfig({ ports: [port], allowedUpstreamNets: ['127.0.0.0/8'], ...extra });
+}
+
+/** Dials without waiting: a reset may beat the connect callback on loopback; readAll sees it. */
+async function connect(port: number): Promise<net.Socket> {
+  return net.connect(port, '127.0.0.1');
+}
+
+function readAll(s: net.Socket): Promise<{ data: Buffer; error?: string }> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    s.on('data', (d: Buffer) => chunks.push(d));
+    s.on('end', () => resolve({ data: Buffer.concat(chunks) }));
+    s.on('error', (err: NodeJS.ErrnoException) => resolve({ data: Buffer.concat(chunks), error: err.code ?? err.message }));
+  });
+}
+
+test('relay: courier speaks first, 10 MB each way arrive intact, half-close passes through', async (t) => {
+  const c = await courier();
+  const resolved: number[] = [];
+  const fb = await fallback(loopConfig(c.port), () => ok(['127.0.0.1']), resolved);
+  try {
+    const s = await connect(fb.address.port);
+    const payload = randomBytes(10 * 1024 * 1024);
+    const done = readAll(s);
+    s.end(payload);  // half-close after sending: the echo must still come back in full
+    const { data, error } = await done;
+    t.is(error, undefined);
+    t.is(data.subarray(0, 6).toString(), 'HELLO\n');
+    t.is(data.length, 6 + payload.length);
+    t.is(createHash('sha256').update(data.subarray(6)).digest('hex'), createHash('sha256').update(payload).digest('hex'));
+    t.deepEqual(resolved, [7], 'a successful at-connect resolution asks for a refresh');
+    const stats = fb.stats();
+    t.is(stats.relayed, 1);
+    t.is(stats.failed, 0);
+  } finally {
+    await fb.close();
+    c.server.close();
+  }
+});
+
+test('relay: many concurrent connections, each its own stream', async (t) => {
+  const c = await courier();
+  const fb = await fallback(loopConfig(c.port), () => ok(['127.0.0.1']));
+  try {
+    const results = await Promise.all(Array.from({ length: 50 }, async (_, i) => {
+      const s = await connect(fb.address.port);
+      const done = readAll(s);
+      s.end(`conn-${i}`);
+      return (await done).data.toString();
+    }));
+    results.forEach((r, i) => t.is(r, `HELLO\nconn-${i}`));
+    t.is(c.accepted, 50);
+  } finally {
+    await fb.close();
+    c.server.close();
+  }
+});
+
+test('NXDOMAIN courier: the client is reset promptly and nothing is dialled', async (t) => {
+  const c = await courier();
+  const fb = await fallback(loopConfig(c.port), () => nx);
+  try {
+    const t0 = Date.now();
+    const s = await connect(fb.address.port);
+    const { data, error } = await readAll(s);
+    t.is(data.length, 0);
+    t.is(error, 'ECONNRESET');
+    t.true(Date.now() - t0 < 1000);
+    t.is(c.accepted, 0);
+    t.is(fb.stats().failed, 1);
+  } finally {
+    await fb.close();
+    c.server.close();
+  }
+});
+
+test('a courier that refuses: next address tried; none reachable → reset', async (t) => {
+  const c = await courier();
+  const dead = await courier();
+  const deadPort = dead.port;
+  await new Promise((r) => dead.server.close(r));
+  // ports[0] decides the port: use the live one, with a first address that refuses (127.0.0.2 has nothing on it)
+  const fb = await fallback(loopConfig(c.port), () => ok(['127.0.0.2', '127.0.0.1']));
+  try {
+    const tries = await Promise.all([0, 1, 2, 3].map(async () => {
+      const s = await connect(fb.address.port);
+      const done = readAll(s);
+      s.end('x');
+      return (await done).data.toString();
+    }));
+    t.deepEqual(tries, ['HELLO\nx', 'HELLO\nx', 'HELLO\nx', 'HELLO\nx'], 'whichever address comes first, the live one serves');
+  } finally {
+    await fb.close();
+    c.server.close();
+  }
+  const fb2 = await fallback(loopConfig(deadPort), () => ok(['127.0.0.1']));
+  try {
+    const { error } = await readAll(await connect(fb2.address.port));
+    t.is(error, 'ECONNRESET');
+  } finally {
+    await fb2.close();
+  }
+});
+
+test('over maxConnections: extra connections are reset, held ones keep working', async (t) => {
+  const c = await courier();
+  const fb = await fallback(loopConfig(c.port, { fallback: { maxConnections: 1 } }), () => ok(['127.0.0.1']));
+  try {
+    const held = await connect(fb.address.port);
+    const hello = await new Promise<string>((r) => held.once('data', (d: Buffer) => r(d.toString())));
+    t.is(hello, 'HELLO\n');
+    const { error } = await readAll(await connect(fb.address.port));
+    t.is(error, 'ECONNRESET');
+    const done = readAll(held);
+    held.end('still');
+    t.is((await done).data.toString(), 'still');
+  } finally {
+    await fb.close();
+    c.server.close();
+  }
+});
+
+test('idle connections are closed after fallback.idleTimeoutSeconds', async (t) => {
+  const c = await courier();
+  const fb = await fallback(loopConfig(c.port, { fallback: { idleTimeoutSeconds: 1 } }), () => ok(['127.0.0.1']));
+  try {
+    const s = await connect(fb.address.port);
+    const t0 = Date.now();
+    const { data } = await readAll(s);
+    const ms = Date.now() - t0;
+    t.is(data.toString(), 'HELLO\n');
+    t.true(ms >= 900 && ms < 3000, `closed after ${ms} ms`);
+  } finally {
+    await fb.close();
+    c.server.close();
+  }
+});
