@@ -20,6 +20,8 @@ import { createPolicyRouting, type PolicyRouting } from './fallback/routing.js';
 import { createStateStore } from './state.js';
 import { formatStatus, statusRows } from './status.js';
 import { systemTool } from './tools.js';
+import { formatFindings, runDoctor } from './doctor.js';
+import { realProbes } from './doctor-probes.js';
 
 const USAGE = `usage: apns-proxy <command> [--config PATH]
 
@@ -28,6 +30,8 @@ commands:
   refresh         one resolve-and-program cycle (asks the daemon when one runs)
   status [--json] couriers, VIPs, addresses, state and age, from state and the kernel
   render          print the nft script a full sync would apply (needs no root)
+  doctor          check kernel features, sysctls, routing, ports and upstream DNS;
+                  each problem with the command that fixes it (--devices N: expected devices)
   flush           remove our nft table and the fallback's policy routing
 
 options:
@@ -85,7 +89,7 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string' }, json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } },
+    options: { config: { type: 'string' }, json: { type: 'boolean' }, devices: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   const command = positionals[0];
   if (values.help || command === undefined || command === 'help') {
@@ -94,6 +98,7 @@ async function main(argv: string[]): Promise<number> {
   }
   if (positionals.length > 1) throw new ApnsProxyError('E_USAGE', `unexpected argument ${JSON.stringify(positionals[1])}`);
   const configPath = values.config ?? DEFAULT_CONFIG_PATH;
+  if (command === 'doctor') return doctor(configPath, values.devices);
   const config = await loadConfig(configPath);
   const template = await readFile(TEMPLATE_URL, 'utf8');
   const logger = createLogger(config.log.level, config.log.format);
@@ -171,6 +176,34 @@ async function main(argv: string[]): Promise<number> {
     default:
       throw new ApnsProxyError('E_USAGE', `unknown command ${JSON.stringify(command)} (try --help)`);
   }
+}
+
+async function doctor(configPath: string, devicesText: string | undefined): Promise<number> {
+  const devices = devicesText === undefined ? 5000 : Number(devicesText);
+  if (!Number.isInteger(devices) || devices < 1) throw new ApnsProxyError('E_USAGE', `--devices must be a positive integer, got ${JSON.stringify(devicesText)}`);
+  let config: Config;
+  try {
+    config = await loadConfig(configPath);
+  } catch (err) {
+    process.stdout.write(formatFindings([{ check: 'config', level: 'fail', message: errorMessage(err), fix: `edit ${configPath}` }]));
+    return 1;
+  }
+  const exec = async (file: string, args: string[], input?: string) => {
+    const r = await execa(file, args, { reject: false, ...(input === undefined ? {} : { input }) });
+    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
+  };
+  const native = () => {
+    try {
+      loadNative();
+      return null;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  };
+  const probes = realProbes(config, exec, { nft: systemTool('nft'), ip: systemTool('ip') }, native);
+  const findings = [{ check: 'config', level: 'ok' as const, message: `${configPath} is valid` }, ...await runDoctor(config, probes, { devices })];
+  process.stdout.write(formatFindings(findings));
+  return findings.some((f) => f.level === 'fail') ? 1 : 0;
 }
 
 main(process.argv.slice(2)).then(

@@ -42,6 +42,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   let config = deps.config;
   const control = await serveControl(controlPath(config.stateDir), async (cmd) => {
     if (cmd === 'refresh') return controller.refresh();
+    if (cmd === 'ping') return 'pong';
     if (cmd === 'reload') return void (await reload());
     throw new Error(`unknown command ${JSON.stringify(cmd)}`);
   });

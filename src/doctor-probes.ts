@@ -1,0 +1,80 @@
+// The real probes behind `apns-proxy doctor`: nft/ip via an injected exec, /proc/sys reads,
+// trial binds, the control socket and our own resolver.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { readFile } from 'node:fs/promises';
+import type { Config } from './config.js';
+import { controlPath, requestControl } from './control.js';
+import type { DoctorProbes } from './doctor.js';
+import { errorMessage } from './errors.js';
+import type { HostPort } from './net.js';
+import { createResolver } from './resolver.js';
+
+export type Exec = (file: string, args: string[], input?: string) => Promise<{ stdout: string; stderr: string; exitCode: number }>;
+
+export function realProbes(config: Config, exec: Exec, tools: { nft: string; ip: string }, native: () => string | null): DoctorProbes {
+  return {
+    async nftCheck(script) {
+      const r = await exec(tools.nft, ['-c', '-f', '-'], script);
+      return r.exitCode === 0 ? null : (r.stderr.trim() || `exit code ${r.exitCode}`);
+    },
+    async sysctl(key) {
+      try {
+        return (await readFile(`/proc/sys/${key.replace(/\./g, '/')}`, 'utf8')).trim();
+      } catch {
+        return null;
+      }
+    },
+    ipRules: async () => (await exec(tools.ip, ['-j', '-4', 'rule', 'show'])).stdout,
+    ipRoutes: async (table) => (await exec(tools.ip, ['-4', 'route', 'show', 'table', String(table)])).stdout,
+    nftRuleset: async () => (await exec(tools.nft, ['-j', 'list', 'ruleset'])).stdout,
+    bindable,
+    async daemonRunning() {
+      try {
+        return (await requestControl(controlPath(config.stateDir), 'ping', 2000)) !== undefined;
+      } catch {
+        return true;  // something answered on the control socket, if not with "pong"
+      }
+    },
+    resolve: (server, name) => createResolver({ servers: [server], timeoutMs: config.resolver.timeoutMs }).resolveA(name),
+    native,
+  };
+}
+
+/** Binds UDP then TCP on the address for a moment; tells free from in use from not permitted. */
+async function bindable(hp: HostPort): Promise<'free' | 'in-use' | 'denied' | 'not-local'> {
+  const classify = (err: unknown): 'in-use' | 'denied' | 'not-local' => {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE') return 'in-use';
+    if (code === 'EACCES') return 'denied';
+    if (code === 'EADDRNOTAVAIL') return 'not-local';
+    throw new Error(`cannot bind ${hp.host}:${hp.port}: ${errorMessage(err)}`);
+  };
+  const udp = dgram.createSocket(hp.family === 6 ? 'udp6' : 'udp4');
+  try {
+    await new Promise<void>((resolve, reject) => {
+      udp.once('error', reject);
+      udp.bind(hp.port, hp.host, () => resolve());
+    });
+  } catch (err) {
+    return classify(err);
+  } finally {
+    try {
+      udp.close();
+    } catch {
+      // never bound: nothing to close
+    }
+  }
+  const tcp = net.createServer();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      tcp.once('error', reject);
+      tcp.listen(hp.port, hp.host, () => resolve());
+    });
+    return 'free';
+  } catch (err) {
+    return classify(err);
+  } finally {
+    tcp.close();
+  }
+}

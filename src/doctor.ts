@@ -1,0 +1,159 @@
+// `apns-proxy doctor` (pure): turns what the probes saw into findings, each problem with the
+// command that fixes it. The probes (real ones in doctor-probes.ts) are injected.
+import type { Config } from './config.js';
+import { courierName } from './couriers.js';
+import { formatHostPort, type HostPort } from './net.js';
+import type { Resolution } from './resolver.js';
+
+export type Level = 'ok' | 'warn' | 'fail';
+
+export interface Finding {
+  readonly check: string;
+  readonly level: Level;
+  readonly message: string;
+  readonly fix?: string;
+}
+
+export interface DoctorProbes {
+  /** `nft -c -f -` of a script: null when the kernel would accept it, else nft's error. */
+  nftCheck(script: string): Promise<string | null>;
+  /** A sysctl's value, null when it does not exist (module not loaded). */
+  sysctl(key: string): Promise<string | null>;
+  /** `ip -j -4 rule show`. */
+  ipRules(): Promise<string>;
+  /** `ip -4 route show table N`. */
+  ipRoutes(table: number): Promise<string>;
+  /** `nft -j list ruleset`. */
+  nftRuleset(): Promise<string>;
+  /** Can we bind this address for UDP and TCP right now? */
+  bindable(hp: HostPort): Promise<'free' | 'in-use' | 'denied' | 'not-local'>;
+  /** Does a daemon answer on the control socket? */
+  daemonRunning(): Promise<boolean>;
+  resolve(server: HostPort, name: string): Promise<Resolution>;
+  /** null when the native helper loads, else why not. */
+  native(): string | null;
+}
+
+export interface DoctorOptions { readonly devices: number }
+
+/** Each kernel feature the ruleset uses, checked alone so a failure names the missing piece. */
+export const FEATURES: readonly { name: string; modules: string; chain: string }[] = [
+  { name: 'nat + numgen map (the DNAT hot path)', modules: 'nft_nat nft_numgen', chain: 'type nat hook prerouting priority dstnat; policy accept; ip daddr 198.18.100.0/24 tcp dport 5223 dnat ip to ip daddr . numgen random mod 8 map @m' },
+  { name: 'masquerade', modules: 'nft_masq', chain: 'type nat hook postrouting priority srcnat; policy accept; ct status dnat masquerade' },
+  { name: 'tproxy (the fallback)', modules: 'nft_tproxy', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; ip daddr 198.18.100.0/24 tcp dport 5223 tproxy ip to 127.0.0.1:15223 accept' },
+  { name: 'socket transparent (the fallback)', modules: 'nft_socket', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; meta l4proto tcp socket transparent 1 meta mark set 0x2a accept' },
+];
+
+export function featureScript(chain: string): string {
+  const body = chain.split('; ').join('\n\t\t');
+  return `table inet apns_proxy_doctor {\n\tmap m {\n\t\ttypeof ip daddr . numgen random mod 8 : ip daddr\n\t}\n\tchain c {\n\t\t${body}\n\t}\n}\n`;
+}
+
+interface NftChainJson { chain?: { family: string; table: string; name: string; hook?: string; policy?: string } }
+interface NftRuleJson { rule?: { family: string; table: string; chain: string; expr?: unknown[] } }
+
+/** Chains hooked at forward with policy drop, in tables other than ours, lacking a `ct status dnat` accept. */
+export function droppingForwardChains(rulesetJson: string, ourTable: string): string[] {
+  const items = (JSON.parse(rulesetJson || '{"nftables":[]}') as { nftables?: (NftChainJson & NftRuleJson)[] }).nftables ?? [];
+  const out: string[] = [];
+  for (const { chain } of items) {
+    if (!chain || chain.hook !== 'forward' || chain.policy !== 'drop' || chain.table === ourTable) continue;
+    const accepts = items.some(({ rule }) => {
+      if (!rule || rule.family !== chain.family || rule.table !== chain.table || rule.chain !== chain.name) return false;
+      const text = JSON.stringify(rule.expr ?? []);
+      return /"ct":\{"key":"status"\}/.test(text) && /"dnat"/.test(text) && /"accept":null/.test(text);
+    });
+    if (!accepts) out.push(`${chain.family} ${chain.table} ${chain.name}`);
+  }
+  return out;
+}
+
+export async function runDoctor(config: Config, p: DoctorProbes, opts: DoctorOptions): Promise<Finding[]> {
+  const out: Finding[] = [];
+  const add = (check: string, level: Level, message: string, fix?: string) => out.push({ check, level, message, ...(fix ? { fix } : {}) });
+
+  // Kernel features, one by one so the message names what is missing.
+  const missing: { name: string; modules: string; error: string }[] = [];
+  for (const f of FEATURES) {
+    if (!config.fallback.enabled && f.modules.match(/tproxy|socket/)) continue;
+    if (!config.nft.masquerade && f.modules === 'nft_masq') continue;
+    const err = await p.nftCheck(featureScript(f.chain));
+    if (err !== null) missing.push({ ...f, error: err.split('\n')[0] ?? err });
+  }
+  if (missing.length === 0) add('nftables', 'ok', 'nf_tables accepts every expression the ruleset uses');
+  else {
+    add('nftables', 'fail', `the kernel refuses: ${missing.map((m) => `${m.name} (${m.error})`).join('; ')}`,
+      `modprobe -a ${missing.map((m) => m.modules).join(' ')}  # or install a kernel with these nftables modules`);
+  }
+
+  const fwd = await p.sysctl('net.ipv4.ip_forward');
+  if (fwd === '1') add('ip_forward', 'ok', 'net.ipv4.ip_forward = 1');
+  else add('ip_forward', 'fail', `net.ipv4.ip_forward = ${fwd ?? 'unknown'}: this router does not forward, no courier is reachable`,
+    'sysctl -w net.ipv4.ip_forward=1 && echo net.ipv4.ip_forward=1 > /etc/sysctl.d/90-apns-proxy-forward.conf');
+
+  const max = await p.sysctl('net.netfilter.nf_conntrack_max');
+  const want = opts.devices * 2;  // one long-lived APNs connection per device, plus everything else the router tracks
+  if (max === null) add('conntrack', 'warn', 'nf_conntrack is not loaded yet (it loads with the first NAT rule): run doctor again after apns-proxy refresh');
+  else if (Number(max) < want) {
+    add('conntrack', 'warn', `nf_conntrack_max = ${max}, below ${want} for ${opts.devices} devices (one idle connection each, plus other traffic)`,
+      `sysctl -w net.netfilter.nf_conntrack_max=${opts.devices * 4}  # and persist it in /etc/sysctl.d/`);
+  } else add('conntrack', 'ok', `nf_conntrack_max = ${max} (enough for ${opts.devices} devices)`);
+
+  if (config.fallback.enabled) {
+    const { mark, table } = config.fallback;
+    const hex = `0x${mark.toString(16)}`;
+    const rules = JSON.parse((await p.ipRules()) || '[]') as { fwmark?: string; table?: string }[];
+    const rule = rules.some((r) => r.fwmark !== undefined && Number(r.fwmark) === mark && r.table === String(table));
+    const route = /^local (default|0\.0\.0\.0\/0) dev lo\b/m.test(await p.ipRoutes(table));
+    if (rule && route) add('policy routing', 'ok', `fwmark ${hex} → table ${table} → local via lo (the fallback's TPROXY path)`);
+    else {
+      add('policy routing', 'warn', `missing ${[rule ? '' : `ip rule fwmark ${hex} lookup ${table}`, route ? '' : `local route in table ${table}`].filter(Boolean).join(' and ')}: the fallback cannot receive connections (apns-proxy refresh or run installs them)`,
+        `ip rule add fwmark ${hex} lookup ${table}; ip route replace local 0.0.0.0/0 dev lo table ${table}`);
+    }
+    const native = p.native();
+    if (native === null) add('fallback helper', 'ok', 'the native helper (transparent listener, relay) loads');
+    else add('fallback helper', 'fail', native, 'npm run build:native  # needs python3, make, g++');
+  }
+
+  const dropping = droppingForwardChains(await p.nftRuleset(), config.nft.table);
+  if (dropping.length === 0) add('forward chain', 'ok', 'no forward chain drops DNATed flows');
+  else {
+    add('forward chain', 'fail', `forward chain(s) with policy drop and no "ct status dnat accept": ${dropping.join(', ')}; forwarded courier connections will be dropped`,
+      dropping.map((c) => `nft insert rule ${c} ct status dnat accept`).join('; '));
+  }
+
+  for (const hp of config.dns.listen) {
+    const where = formatHostPort(hp);
+    const state = await p.bindable(hp);
+    if (state === 'free') add('dns port', 'ok', `${where} is free for the DNS server`);
+    else if (state === 'in-use' && await p.daemonRunning()) add('dns port', 'ok', `${where} is in use by the running apns-proxy`);
+    else if (state === 'in-use') {
+      add('dns port', 'fail', `${where} is taken by another program (systemd-resolved's stub listener, dnsmasq, unbound?)`,
+        `ss -lntup 'sport = :${hp.port}'  # find it; for systemd-resolved set DNSStubListener=no in /etc/systemd/resolved.conf`);
+    } else if (state === 'not-local') {
+      add('dns port', 'fail', `${hp.host} is not an address of this router`, `ip -br addr  # pick one of these for dns.listen, or 0.0.0.0`);
+    } else add('dns port', 'fail', `cannot bind ${where}: permission denied`, 'run as root or with CAP_NET_BIND_SERVICE (the systemd unit grants it)');
+  }
+
+  const name = courierName(config.couriers.template, config.couriers.first);
+  for (const server of config.upstreamDns) {
+    const r = await p.resolve(server, name);
+    const where = formatHostPort(server);
+    if (r.kind === 'error') {
+      add('upstream dns', 'fail', `${where} gave no usable answer for ${name}: ${r.code}: ${r.message}`,
+        `check that this router reaches ${server.host} on port ${server.port} (UDP and TCP): dig @${server.host} -p ${server.port} ${name}`);
+    } else {
+      add('upstream dns', 'ok', `${where} answers ${name}: ${r.kind === 'ok' ? r.addresses.join(',') : r.kind.toUpperCase()}`);
+    }
+  }
+  return out;
+}
+
+export function formatFindings(findings: readonly Finding[]): string {
+  const label: Record<Level, string> = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' };
+  const lines = findings.flatMap((f) => [`${label[f.level]}  ${f.check}: ${f.message}`, ...(f.fix ? [`      fix: ${f.fix}`] : [])]);
+  const fails = findings.filter((f) => f.level === 'fail').length;
+  const warns = findings.filter((f) => f.level === 'warn').length;
+  lines.push(fails ? `${fails} problem(s), ${warns} warning(s)` : warns ? `no problems, ${warns} warning(s)` : 'no problems');
+  return `${lines.join('\n')}\n`;
+}

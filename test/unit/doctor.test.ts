@@ -1,0 +1,136 @@
+import test from 'ava';
+import { type DoctorProbes, type Finding, type Level, droppingForwardChains, formatFindings, runDoctor } from '../../src/doctor.js';
+import type { HostPort } from '../../src/net.js';
+import type { Resolution } from '../../src/resolver.js';
+import { fail, ok, testConfig } from '../helpers/fixtures.js';
+
+const config = testConfig({ dns: { listen: ['192.0.2.1:53'] } });
+
+/** A healthy router; each test breaks one thing. */
+function healthy(): DoctorProbes & { answers: Map<string, Resolution> } {
+  const answers = new Map<string, Resolution>();
+  return {
+    answers,
+    nftCheck: async () => null,
+    sysctl: async (key) => ({ 'net.ipv4.ip_forward': '1', 'net.netfilter.nf_conntrack_max': '262144' } as Record<string, string>)[key] ?? null,
+    ipRules: async () => '[{"priority":0,"src":"all","table":"local"},{"priority":32765,"src":"all","fwmark":"0x2a","table":"42"}]',
+    ipRoutes: async () => 'local default dev lo scope host \n',
+    nftRuleset: async () => '{"nftables":[{"metainfo":{}}]}',
+    bindable: async () => 'free',
+    daemonRunning: async () => false,
+    resolve: async (server: HostPort) => answers.get(server.host) ?? ok(['203.0.113.10']),
+    native: () => null,
+  };
+}
+
+const levels = (f: Finding[]) => Object.fromEntries(f.map((x) => [x.check, x.level]));
+const find = (f: Finding[], check: string) => f.find((x) => x.check === check)!;
+
+test('a healthy router: every check ok', async (t) => {
+  const f = await runDoctor(config, healthy(), { devices: 5000 });
+  t.deepEqual(levels(f), { nftables: 'ok', ip_forward: 'ok', conntrack: 'ok', 'policy routing': 'ok', 'fallback helper': 'ok', 'forward chain': 'ok', 'dns port': 'ok', 'upstream dns': 'ok' });
+  t.regex(formatFindings(f), /\nno problems\n$/);
+});
+
+test('nftables: a missing expression is named with the modules to load', async (t) => {
+  const p = healthy();
+  p.nftCheck = async (script) => (script.includes('tproxy') ? 'Error: Could not process rule: No such file or directory' : null);
+  const n = find(await runDoctor(config, p, { devices: 5000 }), 'nftables');
+  t.is(n.level, 'fail');
+  t.regex(n.message, /tproxy \(the fallback\) \(Error: Could not process rule/);
+  t.is(n.fix, 'modprobe -a nft_tproxy  # or install a kernel with these nftables modules');
+});
+
+test('nftables: tproxy and socket are not required when the fallback is off', async (t) => {
+  const p = healthy();
+  p.nftCheck = async (script) => (/tproxy|socket/.test(script) ? 'missing' : null);
+  const f = await runDoctor(testConfig({ fallback: { enabled: false } }), p, { devices: 5000 });
+  t.is(find(f, 'nftables').level, 'ok');
+  t.is(f.find((x) => x.check === 'policy routing'), undefined);
+});
+
+test('ip_forward off is a failure with the sysctl that fixes it', async (t) => {
+  const p = healthy();
+  p.sysctl = async (key) => (key === 'net.ipv4.ip_forward' ? '0' : '262144');
+  const n = find(await runDoctor(config, p, { devices: 5000 }), 'ip_forward');
+  t.is(n.level, 'fail');
+  t.regex(n.fix!, /^sysctl -w net\.ipv4\.ip_forward=1/);
+});
+
+test('conntrack max below twice the devices warns; not loaded warns differently', async (t) => {
+  const p = healthy();
+  p.sysctl = async (key) => (key === 'net.ipv4.ip_forward' ? '1' : '65536');
+  const low = find(await runDoctor(config, p, { devices: 50000 }), 'conntrack');
+  t.is(low.level, 'warn');
+  t.regex(low.message, /nf_conntrack_max = 65536, below 100000 for 50000 devices/);
+  t.is(low.fix, 'sysctl -w net.netfilter.nf_conntrack_max=200000  # and persist it in /etc/sysctl.d/');
+  p.sysctl = async (key) => (key === 'net.ipv4.ip_forward' ? '1' : null);
+  t.regex(find(await runDoctor(config, p, { devices: 5 }), 'conntrack').message, /not loaded yet/);
+});
+
+test('policy routing: a missing rule or route is named', async (t) => {
+  const p = healthy();
+  p.ipRules = async () => '[]';
+  const r = find(await runDoctor(config, p, { devices: 1 }), 'policy routing');
+  t.is(r.level, 'warn');
+  t.regex(r.message, /^missing ip rule fwmark 0x2a lookup 42:/);
+  p.ipRules = healthy().ipRules;
+  p.ipRoutes = async () => '';
+  t.regex(find(await runDoctor(config, p, { devices: 1 }), 'policy routing').message, /^missing local route in table 42/);
+});
+
+test('native helper missing fails with the build command', async (t) => {
+  const p = healthy();
+  p.native = () => 'the fallback needs the native helper, which is not built';
+  const n = find(await runDoctor(config, p, { devices: 1 }), 'fallback helper');
+  t.is(n.level, 'fail');
+  t.regex(n.fix!, /^npm run build:native/);
+});
+
+const DROPPING = JSON.stringify({ nftables: [
+  { chain: { family: 'inet', table: 'filter', name: 'forward', hook: 'forward', policy: 'drop' } },
+  { chain: { family: 'ip', table: 'fw', name: 'FORWARD', hook: 'forward', policy: 'drop' } },
+  { rule: { family: 'ip', table: 'fw', chain: 'FORWARD', expr: [{ match: { op: 'in', left: { ct: { key: 'status' } }, right: 'dnat' } }, { accept: null }] } },
+  { chain: { family: 'inet', table: 'apns_proxy', name: 'x', hook: 'forward', policy: 'drop' } },
+  { chain: { family: 'inet', table: 'open', name: 'forward', hook: 'forward', policy: 'accept' } },
+] });
+
+test('forward chains that drop DNATed flows are found; one with ct status dnat accept is fine', async (t) => {
+  t.deepEqual(droppingForwardChains(DROPPING, 'apns_proxy'), ['inet filter forward']);
+  const p = healthy();
+  p.nftRuleset = async () => DROPPING;
+  const n = find(await runDoctor(config, p, { devices: 1 }), 'forward chain');
+  t.is(n.level, 'fail');
+  t.is(n.fix, 'nft insert rule inet filter forward ct status dnat accept');
+});
+
+test('dns port: free, ours, taken by another program, permission, not local', async (t) => {
+  const p = healthy();
+  const states: [Awaited<ReturnType<DoctorProbes['bindable']>>, boolean, Level, RegExp][] = [
+    ['in-use', true, 'ok', /in use by the running apns-proxy/],
+    ['in-use', false, 'fail', /taken by another program/],
+    ['denied', false, 'fail', /permission denied/],
+    ['not-local', false, 'fail', /192\.0\.2\.1 is not an address of this router/],
+  ];
+  for (const [state, running, level, re] of states) {
+    p.bindable = async () => state;
+    p.daemonRunning = async () => running;
+    const n = find(await runDoctor(config, p, { devices: 1 }), 'dns port');
+    t.is(n.level, level, state);
+    t.regex(n.message, re);
+  }
+});
+
+test('upstream dns: each server checked; NXDOMAIN still counts as reachable', async (t) => {
+  const p = healthy();
+  const cfg = testConfig({ upstreamDns: ['203.0.113.53', '203.0.113.54'], dns: { listen: [] } });
+  p.answers.set('203.0.113.53', { kind: 'nxdomain', chain: [] });
+  p.answers.set('203.0.113.54', fail());
+  const f = (await runDoctor(cfg, p, { devices: 1 })).filter((x) => x.check === 'upstream dns');
+  t.is(f.length, 2);
+  t.is(f[0]!.level, 'ok');
+  t.regex(f[0]!.message, /answers 1-courier\.push\.apple\.com: NXDOMAIN/);
+  t.is(f[1]!.level, 'fail');
+  t.regex(f[1]!.fix!, /dig @203\.0\.113\.54 -p 53 1-courier\.push\.apple\.com/);
+  t.regex(formatFindings(f), /FAIL  upstream dns: 203\.0\.113\.54:53 gave no usable answer.*\n      fix: .*\n1 problem\(s\), 0 warning\(s\)\n$/);
+});
