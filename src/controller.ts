@@ -30,6 +30,7 @@ export type SyncKind = 'full' | 'delta' | 'none';
 export interface RefreshReport {
   readonly ok: boolean;
   readonly sync: SyncKind;
+  readonly kernel: 'applied' | 'unchanged' | 'refused';  // what became of the transaction
   readonly changes: readonly string[];   // "courier 5: a,b → c"
   readonly elementsChanged: number;
   readonly counts: { fresh: number; stale: number; absent: number };
@@ -44,6 +45,7 @@ export class Controller {
   private resolver: Resolver;
   private applied: ElementMap = new Map();
   private appliedStamp: string | null = null;
+  private appliedHandle: number | null = null;      // our table's kernel handle after the last full sync
   private needsFull = true;
   private lastFullAt = -Infinity;
   private dropTables: string[] = [];
@@ -55,6 +57,7 @@ export class Controller {
   private running: Promise<RefreshReport> | null = null;
   private queued: Promise<RefreshReport> | null = null;
   private readonly listeners: ((s: Snapshot) => void)[] = [];
+  private readonly reportListeners: ((r: RefreshReport, s: Snapshot | undefined) => void)[] = [];
 
   constructor(private readonly deps: ControllerDeps) {
     this.config = deps.config;
@@ -71,6 +74,11 @@ export class Controller {
 
   onSnapshot(listener: (s: Snapshot) => void): void {
     this.listeners.push(listener);
+  }
+
+  /** Every finished cycle, accepted or not, with the snapshot then published (metrics). */
+  onReport(listener: (r: RefreshReport, s: Snapshot | undefined) => void): void {
+    this.reportListeners.push(listener);
   }
 
   /** Loads last-known-good from the state file; a corrupt file is logged and ignored. */
@@ -109,6 +117,7 @@ export class Controller {
     if (live && live.stamp === stamp) {
       this.applied = live.elements;
       this.appliedStamp = stamp;
+      this.appliedHandle = await this.deps.nft.tableHandle(this.config.nft.table);
       this.needsFull = false;
       this.lastFullAt = this.deps.clock();
     }
@@ -169,6 +178,12 @@ export class Controller {
   }
 
   private async cycle(resolved: { results: Map<number, Resolution>; ms: number } | undefined): Promise<RefreshReport> {
+    const report = await this.runCycle(resolved);
+    for (const l of this.reportListeners) l(report, this.current);
+    return report;
+  }
+
+  private async runCycle(resolved: { results: Map<number, Resolution>; ms: number } | undefined): Promise<RefreshReport> {
     const { config, deps } = this;
     const now = deps.clock();
     const { snapshot, warnings } = desiredMapping({ config, previous: this.records, results: resolved?.results, now });
@@ -179,7 +194,8 @@ export class Controller {
     const desired = desiredElements(snapshot);
     const { text: ruleset, stamp } = renderRuleset(deps.template, config);
 
-    const full = this.needsFull || stamp !== this.appliedStamp || now - this.lastFullAt >= FULL_SYNC_INTERVAL_MS;
+    let full = this.needsFull || stamp !== this.appliedStamp || now - this.lastFullAt >= FULL_SYNC_INTERVAL_MS;
+    if (!full && !(await this.tableIntact())) full = true;
     const diff = diffElements(this.applied, desired);
     const script = full ? renderFullSync(ruleset, config.nft.table, desired, this.dropTables) : renderDelta(config.nft.table, diff);
     const sync: SyncKind = full ? 'full' : script ? 'delta' : 'none';
@@ -193,7 +209,7 @@ export class Controller {
         // The kernel kept its old state; we no longer know exactly what it holds: full sync next time.
         this.needsFull = true;
         deps.logger.error(`refresh: ${errorMessage(err)}`);
-        return { ...base, ok: false, changes: [], nftMs: deps.clock() - t0, error: errorMessage(err) };
+        return { ...base, ok: false, kernel: 'refused', changes: [], nftMs: deps.clock() - t0, error: errorMessage(err) };
       }
     }
     const nftMs = deps.clock() - t0;
@@ -203,6 +219,7 @@ export class Controller {
       this.needsFull = false;
       this.lastFullAt = now;
       this.dropTables = [];
+      this.appliedHandle = await deps.nft.tableHandle(config.nft.table).catch(() => null);
     }
     this.applied = desired;
     this.appliedStamp = stamp;
@@ -226,7 +243,20 @@ export class Controller {
       `refresh: ${counts.fresh} fresh, ${counts.stale} stale, ${counts.absent} absent; ${sync} sync` +
         `${sync === 'delta' ? ` (${base.elementsChanged} elements)` : ''}; resolve ${base.resolveMs} ms, nft ${nftMs} ms`,
     );
-    return { ...base, ok: error === undefined, changes, nftMs, ...(error ? { error } : {}) };
+    return { ...base, ok: error === undefined, kernel: script ? 'applied' : 'unchanged', changes, nftMs, ...(error ? { error } : {}) };
+  }
+
+  /**
+   * Cheap check each cycle (one `nft list tables`): a firewall reload (`flush ruleset`) or a hand
+   * edit re-creates or removes our table; then its handle differs and we rewrite it at once
+   * instead of waiting for the hourly full sync.
+   */
+  private async tableIntact(): Promise<boolean> {
+    if (this.appliedHandle === null) return true;  // unknown (adopted from the kernel): rely on stamps
+    const handle = await this.deps.nft.tableHandle(this.config.nft.table).catch(() => null);
+    if (handle === this.appliedHandle) return true;
+    this.deps.logger.warn(`refresh: table inet ${this.config.nft.table} was ${handle === null ? 'removed' : 're-created'} behind our back; full sync`);
+    return false;
   }
 
   /**

@@ -32,8 +32,9 @@ export function statusRows(config: Config, state: StateFile | null, live: LiveMa
     if (c && state !== 'absent' && c.resolvedAt !== null && now - c.resolvedAt > config.refresh.maxStaleSeconds * 1000) state = 'absent';
     const programmed = c?.programmed ?? [];
     const notes: string[] = [];
-    if (state === 'absent' && c) notes.push(absentReason(c));
-    if (c?.error) notes.push(`last error: ${c.error}`);
+    const why = state === 'absent' && c ? absentReason(c) : '';
+    if (why) notes.push(why);
+    if (c?.error && !why.includes(c.error)) notes.push(`last error: ${c.error}`);
     if (kernel && kernel.join(',') !== [...programmed].sort().join(',')) notes.push('kernel map differs from state');
     return {
       courier: n, vip, state, addresses: programmed, kernel,

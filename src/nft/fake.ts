@@ -3,7 +3,7 @@
 import { ApnsProxyError } from '../errors.js';
 import type { LiveMap, NftRunner } from './runner.js';
 
-interface FakeTable { stamp: string | null; rules: string; elements: Map<string, string> }
+interface FakeTable { stamp: string | null; rules: string; elements: Map<string, string>; handle: number }
 
 export class FakeNft implements NftRunner {
   tables = new Map<string, FakeTable>();
@@ -11,6 +11,7 @@ export class FakeNft implements NftRunner {
   readonly scripts: string[] = [];
   /** When set, the next apply() fails with this message after validating nothing. */
   failNext: string | null = null;
+  private handles = 0;
 
   async apply(script: string): Promise<void> {
     this.scripts.push(script);
@@ -26,7 +27,7 @@ export class FakeNft implements NftRunner {
       if (line === '') continue;
       let m: RegExpExecArray | null;
       if ((m = /^add table inet (\w+)$/.exec(line))) {
-        if (!next.has(m[1]!)) next.set(m[1]!, { stamp: null, rules: '', elements: new Map() });
+        if (!next.has(m[1]!)) next.set(m[1]!, { stamp: null, rules: '', elements: new Map(), handle: ++this.handles });
       } else if ((m = /^delete table inet (\w+)$/.exec(line))) {
         if (!next.delete(m[1]!)) this.fail(`delete table ${m[1]}: No such file or directory`);
       } else if ((m = /^table inet (\w+) \{$/.exec(line))) {
@@ -35,7 +36,7 @@ export class FakeNft implements NftRunner {
         while (depth > 0 && ++i < lines.length) depth += count(lines[i]!, '{') - count(lines[i]!, '}');
         const block = lines.slice(start, i + 1).join('\n');
         if (next.has(m[1]!)) this.fail(`table ${m[1]} already exists with content (fake supports declare-after-delete only)`);
-        next.set(m[1]!, { stamp: /comment "([^"]*)"/.exec(block)?.[1] ?? null, rules: block, elements: new Map() });
+        next.set(m[1]!, { stamp: /comment "([^"]*)"/.exec(block)?.[1] ?? null, rules: block, elements: new Map(), handle: ++this.handles });
       } else if ((m = /^(add|delete) element inet (\w+) couriers4 \{ (.*) \}$/.exec(line))) {
         const t = next.get(m[2]!);
         if (!t) this.fail(`${m[1]} element: table ${m[2]}: No such file or directory`);
@@ -59,6 +60,10 @@ export class FakeNft implements NftRunner {
   async readMap(table: string): Promise<LiveMap | null> {
     const t = this.tables.get(table);
     return t ? { stamp: t.stamp, elements: new Map(t.elements) } : null;
+  }
+
+  async tableHandle(table: string): Promise<number | null> {
+    return this.tables.get(table)?.handle ?? null;
   }
 
   private fail(message: string): never {

@@ -13,6 +13,8 @@ export interface NftRunner {
   apply(script: string): Promise<void>;
   /** Reads our map back from the kernel. */
   readMap(table: string): Promise<LiveMap | null>;
+  /** The kernel's handle for our table (new on every re-creation), null when it does not exist. */
+  tableHandle(table: string): Promise<number | null>;
 }
 
 export type Exec = (file: string, args: string[], opts: { input?: string }) =>
@@ -41,7 +43,24 @@ export function createNftRunner(exec: Exec, nftPath = 'nft'): NftRunner {
       }
       return parseMapJson(r.stdout);
     },
+    async tableHandle(table) {
+      const r = await run(['-j', 'list', 'tables', 'inet']);
+      if (r.failed) throw new ApnsProxyError('E_NFT', `nft list tables failed: ${r.stderr.trim()}`);
+      return parseTableHandle(r.stdout, table);
+    },
   };
+}
+
+/** Finds our table's handle in `nft -j list tables` output. */
+export function parseTableHandle(text: string, table: string): number | null {
+  let doc: { nftables?: { table?: { family?: string; name?: string; handle?: number } }[] };
+  try {
+    doc = JSON.parse(text) as typeof doc;
+  } catch {
+    throw new ApnsProxyError('E_NFT', `nft printed JSON we cannot parse: ${text.slice(0, 80)}`);
+  }
+  const t = doc.nftables?.find((o) => o.table?.family === 'inet' && o.table.name === table)?.table;
+  return typeof t?.handle === 'number' ? t.handle : null;
 }
 
 interface JsonMap { map?: { comment?: string; elem?: unknown[] } }

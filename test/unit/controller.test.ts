@@ -39,6 +39,7 @@ test('first refresh is a full sync with every element; a no-change refresh sends
   const r1 = await controller.refresh();
   t.true(r1.ok);
   t.is(r1.sync, 'full');
+  t.is(r1.kernel, 'applied');
   t.is(nft.scripts.length, 1);
   t.regex(nft.scripts[0]!, /^add table inet apns_proxy\ndelete table inet apns_proxy\ntable inet apns_proxy \{/);
   t.is(Object.keys(elements(nft)).length, 16);
@@ -48,6 +49,7 @@ test('first refresh is a full sync with every element; a no-change refresh sends
   const r2 = await controller.refresh();
   t.true(r2.ok);
   t.is(r2.sync, 'none');
+  t.is(r2.kernel, 'unchanged');
   t.is(r2.elementsChanged, 0);
   t.is(nft.scripts.length, 1, 'no transaction at all');
 });
@@ -79,6 +81,7 @@ test('a failed transaction leaves the kernel untouched, publishes nothing, and f
   nft.failNext = 'Operation not permitted';
   const r = await controller.refresh();
   t.false(r.ok);
+  t.is(r.kernel, 'refused');
   t.regex(r.error!, /Operation not permitted/);
   t.deepEqual(elements(nft), before, 'fake kernel state unchanged');
   t.is(published.length, 0, 'no snapshot published');
@@ -268,4 +271,18 @@ test('reload turning the fallback off removes its routing; moving it moves the r
   await controller.refresh();
   t.deepEqual([...routing.rules], []);
   t.deepEqual(routing.calls, ['ensure 42/42', 'remove 42/42', 'ensure 7/70', 'remove 7/70']);
+});
+
+test('a table removed or re-created behind our back (firewall reload) is rewritten on the next cycle', async (t) => {
+  const { nft, controller, logger } = setup();
+  await controller.refresh();
+  nft.tables.delete('apns_proxy');  // `nft flush ruleset` from a firewall reload
+  const r = await controller.refresh();
+  t.is(r.sync, 'full');
+  t.is(Object.keys(elements(nft)).length, 16);
+  t.true(logger.lines.some((l) => l === 'warn: refresh: table inet apns_proxy was removed behind our back; full sync'));
+  t.is((await controller.refresh()).sync, 'none', 'steady again once rewritten');
+  await nft.apply('add table inet apns_proxy\ndelete table inet apns_proxy\ntable inet apns_proxy {\n}\n');  // re-created empty
+  t.is((await controller.refresh()).sync, 'full');
+  t.is(Object.keys(elements(nft)).length, 16);
 });

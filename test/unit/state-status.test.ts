@@ -78,3 +78,9 @@ test('parseMapJson reads nft -j list map output', (t) => {
   t.deepEqual([...parseMapJson('{"nftables":[{"map":{"name":"couriers4"}}]}').elements], []);
   t.throws(() => parseMapJson('{"nftables":[]}'), { message: /no map object/ });
 });
+
+test('status names a never-resolved courier\'s error once', (t) => {
+  const snap = desiredMapping({ config, previous: new Map(), results: new Map([[3, { kind: 'error', code: 'E_TIMEOUT', message: 'no reply' }]]), now: 0 }).snapshot;
+  const row = statusRows(config, { version: 1, savedAt: 0, couriers: [...snap.couriers.values()] }, null, 0)[2]!;
+  t.is(row.note, 'never resolved, E_TIMEOUT: no reply');
+});
