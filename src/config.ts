@@ -33,6 +33,7 @@ export interface Config {
     readonly maxConnections: number;
   };
   readonly nft: { readonly table: string; readonly masquerade: boolean };
+  readonly metrics: { readonly listen: readonly HostPort[] };  // Prometheus /metrics and /healthz; [] = off
   readonly stateDir: string;
   readonly log: { readonly level: LogLevel; readonly format: 'text' | 'json' };
 }
@@ -65,6 +66,7 @@ export const DEFAULTS = {
     resolveTimeoutMs: 1000, connectTimeoutMs: 3000, idleTimeoutSeconds: 4 * 3600, maxConnections: 8192,
   },
   nft: { table: 'apns_proxy', masquerade: true },
+  metrics: { listen: ['127.0.0.1:9523'] },
   stateDir: '/var/lib/apns-proxy',
   log: { level: 'info', format: 'text' },
 } as const;
@@ -235,6 +237,10 @@ export function parseConfig(raw: unknown): Config {
   }
   const nft = { table: tableName, masquerade: bool(pick(n, 'masquerade', DEFAULTS.nft.masquerade), 'nft.masquerade') };
 
+  const m = section(raw, 'metrics', 'metrics');
+  checkKeys(m, DEFAULTS.metrics, 'metrics');
+  const metrics = { listen: list(pick(m, 'listen', DEFAULTS.metrics.listen), 'metrics.listen', (x, k) => hostPort(x, k, 9523), true) };
+
   const stateDir = str(get('stateDir'), 'stateDir');
   if (!stateDir.startsWith('/')) throw new ConfigError('stateDir', stateDir, 'must be an absolute path');
 
@@ -248,7 +254,7 @@ export function parseConfig(raw: unknown): Config {
   if (format !== 'text' && format !== 'json') throw new ConfigError('log.format', format, 'must be "text" or "json"');
 
   return Object.freeze({
-    vipPrefix, ports, couriers, upstreamDns, allowedUpstreamNets, resolver, dns, refresh, fallback, nft,
+    vipPrefix, ports, couriers, upstreamDns, allowedUpstreamNets, resolver, dns, refresh, fallback, nft, metrics,
     stateDir: stateDir.replace(/\/+$/, '') || '/', log: { level: level as LogLevel, format: format as 'text' | 'json' },
   });
 }

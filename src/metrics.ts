@@ -1,0 +1,137 @@
+// Prometheus metrics and health on a local admin address (prom-client: a well-kept exposition
+// format implementation). Counters the subsystems already keep are read at scrape time, so the
+// hot paths pay nothing for them.
+import { createServer, type Server } from 'node:http';
+import client from 'prom-client';
+import type { RefreshReport } from './controller.js';
+import type { Snapshot } from './mapping.js';
+
+export interface MetricSources {
+  /** Fallback counters, when the fallback runs. */
+  fallback?: () => { active: number; total: number; failed: number };
+  /** DNS counters by outcome, when the DNS server runs. */
+  dns?: () => { outcomes: Record<string, number>; forwarded: number; rateLimited: number; dropped: number; forwardOverflows: number };
+}
+
+export interface Health { readonly ok: boolean; readonly body: Record<string, unknown> }
+
+export class Metrics {
+  readonly registry = new client.Registry();
+  private readonly refreshes: client.Counter<'result'>;
+  private readonly nftFailures: client.Counter;
+  private readonly nftTransactions: client.Counter<'kind'>;
+  private readonly lastSuccess: client.Gauge;
+  private readonly lastDuration: client.Gauge;
+  private readonly dnsLatency: client.Histogram<'kind'>;
+  private lastReport: RefreshReport | undefined;
+  private lastSuccessAt: number | null = null;
+  private snapshot: Snapshot | undefined;
+
+  constructor(private readonly sources: MetricSources = {}, private readonly clock: () => number = Date.now) {
+    const registers = [this.registry];
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'apns_proxy_' });
+    const self = this;
+    new client.Gauge({
+      name: 'apns_proxy_couriers', help: 'Couriers by state (fresh, stale, absent) after the last accepted refresh.',
+      labelNames: ['state'], registers,
+      collect() {
+        const counts = { fresh: 0, stale: 0, absent: 0 };
+        for (const c of self.snapshot?.couriers.values() ?? []) counts[c.state]++;
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+    this.refreshes = new client.Counter({ name: 'apns_proxy_refresh_total', help: 'Refresh cycles by result (ok, failed).', labelNames: ['result'], registers });
+    this.nftFailures = new client.Counter({ name: 'apns_proxy_nft_transaction_failures_total', help: 'nft transactions the kernel refused.', registers });
+    this.nftTransactions = new client.Counter({ name: 'apns_proxy_nft_transactions_total', help: 'nft transactions sent, by kind (full, delta).', labelNames: ['kind'], registers });
+    this.lastSuccess = new client.Gauge({ name: 'apns_proxy_last_refresh_success_timestamp_seconds', help: 'When the kernel last accepted a refresh (Unix time).', registers });
+    this.lastDuration = new client.Gauge({ name: 'apns_proxy_last_refresh_duration_seconds', help: 'Resolve plus nft time of the last refresh.', registers });
+    this.dnsLatency = new client.Histogram({
+      name: 'apns_proxy_dns_query_duration_seconds', help: 'DNS answer latency by kind (local answers, forwarded).',
+      labelNames: ['kind'], registers, buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],
+    });
+    new client.Counter({
+      name: 'apns_proxy_dns_queries_total', help: 'DNS queries by outcome.', labelNames: ['outcome'], registers,
+      collect() {
+        const d = self.sources.dns?.();
+        if (!d) return;
+        this.reset();
+        for (const [outcome, n] of Object.entries(d.outcomes)) this.inc({ outcome }, n);
+        this.inc({ outcome: 'forwarded' }, d.forwarded);
+        this.inc({ outcome: 'rate_limited' }, d.rateLimited);
+        this.inc({ outcome: 'dropped' }, d.dropped);
+        this.inc({ outcome: 'servfail_overload' }, d.forwardOverflows);
+      },
+    });
+    new client.Gauge({
+      name: 'apns_proxy_fallback_connections_active', help: 'Connections the userspace fallback carries now.', registers,
+      collect() { const f = self.sources.fallback?.(); if (f) this.set(f.active); },
+    });
+    new client.Counter({
+      name: 'apns_proxy_fallback_connections_total', help: 'Connections the fallback accepted.', registers,
+      collect() { const f = self.sources.fallback?.(); if (f) { this.reset(); this.inc(f.total); } },
+    });
+    new client.Counter({
+      name: 'apns_proxy_fallback_connections_failed_total', help: 'Fallback connections refused or reset (no courier, unreachable, over the cap).', registers,
+      collect() { const f = self.sources.fallback?.(); if (f) { this.reset(); this.inc(f.failed); } },
+    });
+  }
+
+  /** Called after every refresh cycle with its report and the published snapshot. */
+  refreshed(report: RefreshReport, snapshot: Snapshot | undefined): void {
+    this.lastReport = report;
+    this.snapshot = snapshot;
+    this.refreshes.inc({ result: report.ok ? 'ok' : 'failed' });
+    if (report.sync !== 'none') this.nftTransactions.inc({ kind: report.sync });
+    if (report.kernel === 'refused') this.nftFailures.inc();
+    else {
+      this.lastSuccessAt = this.clock();
+      this.lastSuccess.set(this.lastSuccessAt / 1000);
+    }
+    this.lastDuration.set((report.resolveMs + report.nftMs) / 1000);
+  }
+
+  /** One DNS answer's latency: 'local' for answers from the snapshot, 'forwarded' for relayed ones. */
+  dnsAnswered(kind: 'local' | 'forwarded', seconds: number): void {
+    this.dnsLatency.observe({ kind }, seconds);
+  }
+
+  /** Healthy while the kernel holds a map we programmed; resolution trouble is "degraded", not down. */
+  health(): Health {
+    const r = this.lastReport;
+    const counts = { fresh: 0, stale: 0, absent: 0 };
+    for (const c of this.snapshot?.couriers.values() ?? []) counts[c.state]++;
+    const programmed = this.lastSuccessAt !== null;
+    const status = !programmed ? 'down' : r?.ok ? 'ok' : 'degraded';
+    return {
+      ok: programmed,
+      body: { status, lastSuccessfulSync: this.lastSuccessAt === null ? null : new Date(this.lastSuccessAt).toISOString(), couriers: counts, ...(r?.error ? { lastError: r.error } : {}) },
+    };
+  }
+}
+
+/** GET /metrics (Prometheus text) and GET /healthz (200 ok/degraded, 503 down; JSON body). */
+export function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Server> {
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '/').split('?')[0];
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end();
+    } else if (path === '/metrics') {
+      metrics.registry.metrics().then(
+        (text) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(text),
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
+      );
+    } else if (path === '/healthz') {
+      const h = metrics.health();
+      res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(h.body)}\n`);
+    } else {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('try /metrics or /healthz\n');
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}

@@ -1,0 +1,75 @@
+import test from 'ava';
+import type { RefreshReport } from '../../src/controller.js';
+import { desiredMapping } from '../../src/mapping.js';
+import { Metrics } from '../../src/metrics.js';
+import { FakeClock, nx, ok, testConfig } from '../helpers/fixtures.js';
+
+const snapshot = desiredMapping({
+  config: testConfig({ couriers: { first: 1, last: 3 } }), previous: new Map(),
+  results: new Map([[1, ok(['203.0.113.10'])], [2, nx]]), now: 0,
+}).snapshot;
+
+const report = (over: Partial<RefreshReport> = {}): RefreshReport => ({
+  ok: true, sync: 'full', kernel: 'applied', changes: [], elementsChanged: 8, counts: { fresh: 1, stale: 0, absent: 2 },
+  failed: [], resolveMs: 40, nftMs: 10, ...over,
+});
+
+function value(text: string, line: string): number | undefined {
+  const m = new RegExp(`^${line.replace(/[{}.]/g, '\\$&')} (\\S+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : undefined;
+}
+
+test('refresh metrics: couriers by state, results, transactions, last success and duration', async (t) => {
+  const clock = new FakeClock(1_700_000_000_000);
+  const m = new Metrics({}, clock.now);
+  m.refreshed(report(), snapshot);
+  m.refreshed(report({ sync: 'none', kernel: 'unchanged' }), snapshot);
+  clock.advance(5000);
+  m.refreshed(report({ ok: false, sync: 'delta', kernel: 'refused', error: 'nft rejected the transaction' }), snapshot);
+  const text = await m.registry.metrics();
+  t.is(value(text, 'apns_proxy_couriers{state="fresh"}'), 1);
+  t.is(value(text, 'apns_proxy_couriers{state="absent"}'), 2);
+  t.is(value(text, 'apns_proxy_refresh_total{result="ok"}'), 2);
+  t.is(value(text, 'apns_proxy_refresh_total{result="failed"}'), 1);
+  t.is(value(text, 'apns_proxy_nft_transactions_total{kind="full"}'), 1);
+  t.is(value(text, 'apns_proxy_nft_transactions_total{kind="delta"}'), 1);
+  t.is(value(text, 'apns_proxy_nft_transaction_failures_total'), 1);
+  t.is(value(text, 'apns_proxy_last_refresh_success_timestamp_seconds'), 1_700_000_000, 'the refused one is not a success');
+  t.is(value(text, 'apns_proxy_last_refresh_duration_seconds'), 0.05);
+  t.regex(text, /^apns_proxy_process_resident_memory_bytes \d+/m);
+});
+
+test('dns and fallback counters are read from their sources at scrape time', async (t) => {
+  let dnsCourier = 5;
+  const m = new Metrics({
+    dns: () => ({ outcomes: { courier: dnsCourier, nxdomain: 2 }, forwarded: 7, rateLimited: 1, dropped: 0, forwardOverflows: 0 }),
+    fallback: () => ({ active: 3, total: 10, failed: 2 }),
+  });
+  m.dnsAnswered('local', 0.0002);
+  m.dnsAnswered('forwarded', 0.03);
+  let text = await m.registry.metrics();
+  t.is(value(text, 'apns_proxy_dns_queries_total{outcome="courier"}'), 5);
+  t.is(value(text, 'apns_proxy_dns_queries_total{outcome="forwarded"}'), 7);
+  t.is(value(text, 'apns_proxy_dns_query_duration_seconds_count{kind="local"}'), 1);
+  t.is(value(text, 'apns_proxy_dns_query_duration_seconds_bucket{le="0.0005",kind="local"}'), 1);
+  t.is(value(text, 'apns_proxy_dns_query_duration_seconds_bucket{le="0.01",kind="forwarded"}'), 0);
+  t.is(value(text, 'apns_proxy_fallback_connections_active'), 3);
+  t.is(value(text, 'apns_proxy_fallback_connections_total'), 10);
+  t.is(value(text, 'apns_proxy_fallback_connections_failed_total'), 2);
+  dnsCourier = 9;
+  text = await m.registry.metrics();
+  t.is(value(text, 'apns_proxy_dns_queries_total{outcome="courier"}'), 9, 'not accumulated twice');
+});
+
+test('health: down before the kernel is programmed, degraded on resolution trouble, ok otherwise', (t) => {
+  const m = new Metrics();
+  t.false(m.health().ok);
+  t.is(m.health().body.status, 'down');
+  m.refreshed(report({ ok: false, kernel: 'unchanged', error: 'resolution failed for 2 courier(s)' }), snapshot);
+  t.true(m.health().ok);
+  t.is(m.health().body.status, 'degraded');
+  t.is(m.health().body.lastError, 'resolution failed for 2 courier(s)');
+  m.refreshed(report(), snapshot);
+  t.deepEqual(m.health().body.couriers, { fresh: 1, stale: 0, absent: 2 });
+  t.is(m.health().body.status, 'ok');
+});
