@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# First-use setup for `npm run lab` and `npm test` (the `pretest` hook) on Debian/Ubuntu: installs
+# only what is missing, so on a prepared machine it is a quick no-op.
+#
+#   scripts/setup.sh lab|test
+#
+#   OS packages  lab:  nftables, iproute2, dnsutils (dig), procps (sysctl)
+#                test: the same plus knot-dnsutils (kdig), systemd (systemd-analyze), util-linux (setpriv)
+#                and make, g++, python3 when the fallback's native addon still has to be compiled
+#   npm deps     npm ci, when node_modules is missing or older than package-lock.json
+#   addon        npm run build:native, when build/Release/apns_proxy_native.node is missing
+#
+# Installing packages needs root and apt-get. Without them, `lab` stops with the list of what is
+# missing; `test` warns and goes on (the unit tests need none of it; integration tests fail loudly).
+# LAB_NO_SETUP=1 skips npm ci and the addon build (and fails if they are missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+what=${1:-test}
+case "$what" in lab|test) ;; *) echo "usage: scripts/setup.sh lab|test" >&2; exit 2 ;; esac
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+# System directories only: under `npm run`, node_modules/.bin is first in PATH and holds an unrelated
+# `nft` (from @vercel/nft, a dev dependency).
+have() {
+  local d
+  for d in /usr/local/sbin /usr/local/bin /usr/sbin /usr/bin /sbin /bin; do [ -x "$d/$1" ] && return 0; done
+  return 1
+}
+
+command -v node >/dev/null 2>&1 || { say "Node.js >= 20 is needed (https://nodejs.org/en/download)"; exit 1; }
+major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$major" -ge 20 ] || { say "Node.js >= 20 is needed; this is $(node --version)"; exit 1; }
+
+native=build/Release/apns_proxy_native.node
+nosetup=0
+[ "${LAB_NO_SETUP:-}" = 1 ] && nosetup=1
+
+pkgs=()
+have nft || pkgs+=(nftables)
+have ip || pkgs+=(iproute2)
+have dig || pkgs+=(dnsutils)
+have sysctl || pkgs+=(procps)
+if [ "$what" = test ]; then
+  have kdig || pkgs+=(knot-dnsutils)
+  have systemd-analyze || pkgs+=(systemd)
+  have setpriv || pkgs+=(util-linux)
+fi
+npm_ci=0
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm_ci=1; fi
+if [ "$nosetup" = 0 ] && { [ ! -f "$native" ] || [ "$npm_ci" = 1 ]; }; then
+  # npm ci compiles the native addon too (node-gyp)
+  have make || pkgs+=(make)
+  have g++ || pkgs+=(g++)
+  have python3 || pkgs+=(python3)
+fi
+if [ ${#pkgs[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ] && have apt-get; then
+    say "installing ${pkgs[*]} (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null; } \
+      || { say "apt-get install ${pkgs[*]} failed"; exit 1; }
+  elif [ "$what" = lab ]; then
+    say "missing: ${pkgs[*]} — install them (as root: apt-get install ${pkgs[*]}) and run again"
+    exit 1
+  else
+    say "warning: missing ${pkgs[*]} (apt-get install ${pkgs[*]} as root); the integration tests need them"
+  fi
+fi
+
+if [ "$nosetup" = 1 ]; then
+  for f in node_modules/.package-lock.json "$native"; do
+    [ -e "$f" ] || { say "LAB_NO_SETUP=1 but $f is missing: run npm ci first"; exit 1; }
+  done
+  exit 0
+fi
+if [ "$npm_ci" = 1 ]; then
+  say "installing npm dependencies (npm ci)"
+  npm ci --no-audit --no-fund >&2
+fi
+if [ ! -f "$native" ]; then
+  say "building the fallback's native addon (node-gyp)"
+  npm run --silent build:native >&2
+fi
