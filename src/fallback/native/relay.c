@@ -27,6 +27,10 @@
 #include <unistd.h>
 
 #define SCRATCH_SIZE (256 * 1024)  // one buffer per relay thread, shared by all connections
+#define SPLICE_CHUNK (1024 * 1024)  // asked per splice(); the pipe's capacity bounds what moves
+#define PIPE_SIZE (256 * 1024)      // pipe capacity asked for (F_SETPIPE_SZ); the default 64 KiB is smaller
+#define POOL_MAX 64                 // empty pipes kept for reuse
+#define PIPES_MAX 1024              // pipes in use at once; beyond it, connections copy through scratch
 #define MAX_EVENTS 256
 
 // ---------------------------------------------------------------------------------------------
@@ -110,9 +114,15 @@ static napi_value ListenTransparent(napi_env env, napi_callback_info info) {
 // ---------------------------------------------------------------------------------------------
 // The relay.
 
+// Bytes read from one side and not yet written to the other. Data moves by splice(2) through a
+// pipe borrowed from the thread's pool for as long as bytes sit in it (zero copy, and an idle
+// connection holds no pipe); when no pipe can be had it is copied through the scratch buffer,
+// and only what the peer could not take is kept in `data`.
 typedef struct {
-  char *data;  // malloc'd only while the peer cannot take what we read (backpressure)
+  char *data;  // malloc'd only while the peer cannot take what we copied (backpressure)
   size_t off, len;
+  int pipe[2];      // borrowed pipe (read end, write end), -1 when none
+  size_t in_pipe;   // bytes waiting in it
 } pending_t;
 
 struct conn;
@@ -152,10 +162,56 @@ typedef struct {
   conn_t *graveyard; // closed during this batch, freed after it
   int64_t idle_ms;
   char *scratch;
+  int pool[POOL_MAX][2];  // empty pipes ready for reuse
+  int pooled;
+  int pipes;              // pipes in existence (pooled or lent)
+  int splice_off;         // splice refused (old kernel, odd socket): copy only
   napi_threadsafe_function tsfn;
   atomic_uint_fast64_t active, total, bytes;
   int closed;        // close() was called from JS
 } relay_t;
+
+static size_t waiting(const pending_t *p) {
+  return p->len + p->in_pipe;
+}
+
+static void pipe_destroy(relay_t *r, int fds[2]) {
+  close(fds[0]);
+  close(fds[1]);
+  r->pipes--;
+}
+
+// Lends a pipe to a direction: from the pool, else a new one, unless PIPES_MAX are out.
+static int pipe_borrow(relay_t *r, pending_t *p) {
+  if (r->splice_off) return 0;
+  if (r->pooled > 0) {
+    r->pooled--;
+    p->pipe[0] = r->pool[r->pooled][0];
+    p->pipe[1] = r->pool[r->pooled][1];
+    return 1;
+  }
+  if (r->pipes >= PIPES_MAX || pipe2(p->pipe, O_NONBLOCK | O_CLOEXEC) < 0) {
+    p->pipe[0] = p->pipe[1] = -1;
+    return 0;
+  }
+  fcntl(p->pipe[1], F_SETPIPE_SZ, PIPE_SIZE);  // best effort: the default size works too
+  r->pipes++;
+  return 1;
+}
+
+// Gives a pipe back: to the pool when empty, else (bytes of a closed connection in it) destroyed.
+static void pipe_return(relay_t *r, pending_t *p) {
+  if (p->pipe[0] < 0) return;
+  if (p->in_pipe == 0 && r->pooled < POOL_MAX) {
+    r->pool[r->pooled][0] = p->pipe[0];
+    r->pool[r->pooled][1] = p->pipe[1];
+    r->pooled++;
+  } else {
+    pipe_destroy(r, p->pipe);
+  }
+  p->pipe[0] = p->pipe[1] = -1;
+  p->in_pipe = 0;
+}
 
 static void notify_close(relay_t *r, conn_t *c, const char *reason, int err) {
   close_event_t *ev = malloc(sizeof *ev);
@@ -182,6 +238,7 @@ static void conn_close(relay_t *r, conn_t *c, const char *reason, int err, int a
     close(c->fd[i]);
     free(c->pend[i].data);
     c->pend[i].data = NULL;
+    pipe_return(r, &c->pend[i]);
   }
   if (c->prev) c->prev->next = c->next; else r->head = c->next;
   if (c->next) c->next->prev = c->prev;
@@ -199,9 +256,21 @@ static void bury(relay_t *r) {
   }
 }
 
-// Writes pend[from] to fd[1-from]. Returns 0 (done or would block), or an errno.
+// Writes what waits in pend[from] to fd[1-from]. Returns 0 (done or would block), or an errno.
 static int flush(relay_t *r, conn_t *c, int from) {
   pending_t *p = &c->pend[from];
+  while (p->in_pipe > 0) {
+    ssize_t n = splice(p->pipe[0], NULL, c->fd[1 - from], NULL, p->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+      return errno;
+    }
+    p->in_pipe -= (size_t)n;
+    c->bytes[from] += (uint64_t)n;
+    atomic_fetch_add(&r->bytes, (uint64_t)n);
+  }
+  if (p->pipe[0] >= 0) pipe_return(r, p);  // drained: an idle connection holds no pipe
   while (p->len > 0) {
     ssize_t n = send(c->fd[1 - from], p->data + p->off, p->len, MSG_NOSIGNAL);
     if (n < 0) {
@@ -224,7 +293,32 @@ static int flush(relay_t *r, conn_t *c, int from) {
 // full (then the rest waits in pend[from] and this side is not read again until it drained).
 static int pump(relay_t *r, conn_t *c, int from) {
   int to = 1 - from;
-  while (!c->rd_eof[from] && c->pend[from].len == 0) {
+  pending_t *p = &c->pend[from];
+  while (!c->rd_eof[from] && waiting(p) == 0 && (p->pipe[0] >= 0 || pipe_borrow(r, p))) {
+    ssize_t n = splice(c->fd[from], NULL, p->pipe[1], NULL, SPLICE_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        pipe_return(r, p);
+        return 0;
+      }
+      if (errno == EINVAL || errno == ENOSYS) {  // cannot splice here: copy from now on
+        r->splice_off = 1;
+        pipe_return(r, p);
+        break;
+      }
+      return errno;
+    }
+    if (n == 0) {
+      c->rd_eof[from] = 1;
+      pipe_return(r, p);
+      return 0;
+    }
+    p->in_pipe = (size_t)n;
+    int err = flush(r, c, from);  // what the destination cannot take stays in the pipe
+    if (err) return err;
+  }
+  while (!c->rd_eof[from] && waiting(p) == 0) {
     ssize_t n = recv(c->fd[from], r->scratch, SCRATCH_SIZE, 0);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -266,18 +360,18 @@ static const char *const WRITE_FAIL[2] = {"courier write failed", "client write 
 static void progress(relay_t *r, conn_t *c) {
   for (int from = 0; from < 2; from++) {
     int err;
-    if (c->pend[from].len > 0 && (err = flush(r, c, from)) != 0) return conn_close(r, c, WRITE_FAIL[from], err, 1);
+    if (waiting(&c->pend[from]) > 0 && (err = flush(r, c, from)) != 0) return conn_close(r, c, WRITE_FAIL[from], err, 1);
     if ((err = pump(r, c, from)) != 0) {
       // a send failure inside pump is the destination's; a recv failure the source's
       return conn_close(r, c, err == EPIPE || err == ENOTCONN ? WRITE_FAIL[from] : READ_FAIL[from], err, 1);
     }
     // the source ended and all it sent was delivered: pass the FIN on (half-close)
-    if (c->rd_eof[from] && c->pend[from].len == 0 && !c->wr_shut[1 - from]) {
+    if (c->rd_eof[from] && waiting(&c->pend[from]) == 0 && !c->wr_shut[1 - from]) {
       shutdown(c->fd[1 - from], SHUT_WR);
       c->wr_shut[1 - from] = 1;
     }
   }
-  if (c->rd_eof[0] && c->rd_eof[1] && c->pend[0].len == 0 && c->pend[1].len == 0) conn_close(r, c, "closed", 0, 0);
+  if (c->rd_eof[0] && c->rd_eof[1] && waiting(&c->pend[0]) == 0 && waiting(&c->pend[1]) == 0) conn_close(r, c, "closed", 0, 0);
 }
 
 static void handle(relay_t *r, side_t *s, uint32_t revents) {
@@ -390,6 +484,7 @@ static void relay_stop(relay_t *r) {
   }
   close(r->epfd);
   close(r->evfd);
+  while (r->pooled > 0) pipe_destroy(r, r->pool[--r->pooled]);
   free(r->scratch);
   napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
 }
@@ -496,6 +591,7 @@ static napi_value RelayAdd(napi_env env, napi_callback_info info) {
     fcntl(c->fd[i], F_SETFL, fl | O_NONBLOCK);
     c->side[i].c = c;
     c->side[i].i = i;
+    c->pend[i].pipe[0] = c->pend[i].pipe[1] = -1;
   }
   c->id = id;
   c->last = now_ms();
