@@ -1,0 +1,378 @@
+// The DNS server's transports (UDP and TCP on every dns.listen address): they only move bytes
+// between sockets and the pure answer logic, apply the per-client rate limit and the ACL verdict,
+// and hand non-courier questions to the forwarder.
+import dgram from 'node:dgram';
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { Config } from '../config.js';
+import { ApnsProxyError, errorMessage } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { Snapshot } from '../mapping.js';
+import { formatHostPort, type HostPort } from '../net.js';
+import { FrameReader, exchange as realExchange, frameMessage } from '../upstream.js';
+import { ClientAcl } from './acl.js';
+import { type Decision, type Outcome, type Responder, type Transport, answerQuery, buildResponder, rcodeOf } from './answer.js';
+import { type Forwarder, createForwarder } from './forward.js';
+import { LogLimiter, TokenBuckets } from './limits.js';
+import { HEADER_SIZE, questionForLog } from './wire.js';
+
+export interface DnsServerOptions {
+  readonly config: Config;
+  readonly snapshot: Snapshot | undefined;
+  readonly logger: Logger;
+  readonly clock?: () => number;              // monotonic ms (rate limit, log throttling); performance.now
+  readonly exchange?: typeof realExchange;    // the upstream seam
+  readonly listen?: readonly HostPort[];      // instead of config.dns.listen (tests: port 0 = any free port)
+  /** Per answer sent: local (from the snapshot, incl. REFUSED/FORMERR) or forwarded; seconds by `clock`. */
+  readonly onAnswered?: (kind: 'local' | 'forwarded', seconds: number) => void;
+}
+
+export interface DnsEndpoint {
+  readonly transport: Transport;
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface DnsStats {
+  queries: number;                 // every datagram and TCP frame received
+  rateLimited: number;             // dropped by the per-client rate limit
+  dropped: number;                 // unreadable header or not a query: no reply
+  outcomes: Record<Outcome, number>;
+  forwarded: number;
+  forwardsInFlight: number;
+  forwardOverflows: number;        // SERVFAIL because dns.maxForwards were in flight
+  tcpConnections: number;          // open now
+  tcpRejected: number;             // turned away at dns.tcpMaxConnections
+  rateLimitClients: number;        // buckets held by the rate limiter
+}
+
+export interface DnsServer {
+  readonly endpoints: readonly DnsEndpoint[];
+  /** Adopts a new snapshot and configuration (dns.listen changes need a restart). */
+  update(config: Config, snapshot: Snapshot | undefined): void;
+  stats(): DnsStats;
+  close(): Promise<void>;
+}
+
+/** A TCP client that does not read its answers is cut off once this much is queued for it. */
+const TCP_MAX_QUEUED_BYTES = 256 * 1024;
+/** Rate-limit buckets kept at most (one per client address). */
+const MAX_RATE_CLIENTS = 65536;
+/** Debug lines per second at most (every query is logged at debug, but never as a flood). */
+const DEBUG_LINES_PER_SECOND = 50;
+const UDP_BUFFER_BYTES = 4 * 1024 * 1024;
+
+interface State {
+  readonly config: Config;
+  readonly responder: Responder;
+  readonly acl: ClientAcl;
+  readonly buckets: TokenBuckets | undefined;
+  readonly forwarder: Forwarder;
+}
+
+export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer> {
+  const { logger, onAnswered } = opts;
+  const clock = opts.clock ?? (() => performance.now());
+  const doExchange = opts.exchange ?? realExchange;
+  const debugLines = new LogLimiter(DEBUG_LINES_PER_SECOND, 1000, clock);
+  const warnLines = new LogLimiter(5, 10_000, clock);
+  const retired = new Set<Forwarder>();  // replaced by a reload, still finishing their forwards
+  const counters = {
+    queries: 0, rateLimited: 0, dropped: 0, forwarded: 0, tcpRejected: 0,
+    outcomes: { courier: 0, nodata: 0, nxdomain: 0, refused: 0, formerr: 0, notimp: 0, badvers: 0 } as Record<Outcome, number>,
+  };
+  let overflowsRetired = 0;
+
+  function warn(message: string): void {
+    const held = warnLines.take();
+    if (held !== undefined) logger.warn(held > 0 ? `${message} (${held} similar lines suppressed)` : message);
+  }
+
+  function makeForwarder(config: Config): Forwarder {
+    return createForwarder({
+      servers: config.upstreamDns,
+      timeoutMs: config.dns.forwardTimeoutMs,
+      maxInFlight: config.dns.maxForwards,
+      exchange: doExchange,
+      onForward: (e) => {
+        if (!logger.isDebug()) return;
+        const held = debugLines.take();
+        if (held === undefined) return;
+        logger.debug(`dns: forwarded ${e.query.name} ${e.query.type} via ${e.server ?? '-'}: ${e.outcome} (${e.ms} ms)${held ? ` (${held} lines suppressed)` : ''}`);
+      },
+    });
+  }
+
+  function makeState(config: Config, snapshot: Snapshot | undefined, previous?: State): State {
+    const same = <K extends keyof Config['dns']>(k: K) => previous !== undefined && JSON.stringify(previous.config.dns[k]) === JSON.stringify(config.dns[k]);
+    const sameUpstream = previous !== undefined && JSON.stringify(previous.config.upstreamDns) === JSON.stringify(config.upstreamDns) &&
+      same('forwardTimeoutMs') && same('maxForwards');
+    let forwarder = previous?.forwarder;
+    if (!sameUpstream || forwarder === undefined) {
+      if (forwarder) retire(forwarder);
+      forwarder = makeForwarder(config);
+    }
+    const rate = config.dns.rateLimit;
+    return {
+      config,
+      responder: buildResponder(config, snapshot),
+      acl: same('allowClients') ? previous!.acl : new ClientAcl(config.dns.allowClients),
+      buckets: same('rateLimit') ? previous!.buckets : rate > 0 ? new TokenBuckets(rate, rate, MAX_RATE_CLIENTS, clock) : undefined,
+      forwarder,
+    };
+  }
+
+  function retire(f: Forwarder): void {
+    retired.add(f);  // kept until its last forward completes, for counts and close()
+    pruneRetired();
+  }
+
+  function pruneRetired(): void {
+    for (const f of retired) {
+      if (f.inFlight > 0) continue;
+      overflowsRetired += f.overflows;
+      retired.delete(f);
+    }
+  }
+
+  let state = makeState(opts.config, opts.snapshot);
+  const boundListen = opts.listen ?? opts.config.dns.listen;
+  // Asked again on every update (a reload that changes log.level is followed by a new snapshot).
+  let debug = logger.isDebug();
+
+  /** One query through the pipeline: bytes to send now, a promise of bytes (forwarded), or nothing. */
+  function handle(msg: Buffer, address: string, transport: Transport): Buffer | Promise<Buffer> | undefined {
+    counters.queries++;
+    const started = onAnswered === undefined ? 0 : clock();  // no clock reads unless someone listens
+    const s = state;
+    if (s.buckets !== undefined && !s.buckets.take(address)) {
+      counters.rateLimited++;
+      return undefined;
+    }
+    const decision = answerQuery(s.responder, msg, transport, s.acl.allows(address));
+    if (debug) logQuery(msg, address, transport, decision);
+    switch (decision.kind) {
+      case 'reply':
+        counters.outcomes[decision.outcome]++;
+        if (onAnswered !== undefined) answered('local', started);
+        return decision.bytes;
+      case 'forward': {
+        counters.forwarded++;
+        if (s.forwarder.inFlight >= s.config.dns.maxForwards) warn(`dns: ${s.config.dns.maxForwards} forwards in flight (dns.maxForwards); answering SERVFAIL`);
+        const reply = s.forwarder.forward(decision.query);
+        return onAnswered === undefined ? reply : reply.then((bytes) => { answered('forwarded', started); return bytes; });
+      }
+      default:
+        counters.dropped++;
+        return undefined;
+    }
+  }
+
+  function answered(kind: 'local' | 'forwarded', started: number): void {
+    try {
+      onAnswered!(kind, (clock() - started) / 1000);
+    } catch {
+      // a failing metrics hook must not fail an answer
+    }
+  }
+
+  function logQuery(msg: Buffer, address: string, transport: Transport, d: Decision): void {
+    const held = debugLines.take();
+    if (held === undefined) return;
+    const what = msg.length > HEADER_SIZE ? questionForLog(msg) : '(no question)';
+    const result = d.kind === 'reply'
+      ? `${d.outcome}${d.outcome === 'courier' ? ` ${vipOf(d.bytes)}` : ''} (rcode ${rcodeOf(d.bytes)})`
+      : d.kind === 'forward' ? `forward ${d.query.type}` : `drop (${d.reason})`;
+    logger.debug(`dns: ${address} ${transport} ${what}: ${result}${held ? ` (${held} lines suppressed)` : ''}`);
+  }
+
+  const udpSockets: dgram.Socket[] = [];
+  const tcpServers: net.Server[] = [];
+  const connections = new Set<net.Socket>();
+  const endpoints: DnsEndpoint[] = [];
+
+  function serveUdp(socket: dgram.Socket): void {
+    socket.on('message', (msg, rinfo) => {
+      const out = handle(msg, rinfo.address, 'udp');
+      if (out === undefined) return;
+      if (!(out instanceof Promise)) socket.send(out, rinfo.port, rinfo.address);
+      else void out.then((bytes) => { if (!closed) socket.send(bytes, rinfo.port, rinfo.address); });
+    });
+    // e.g. a reply the kernel would not send (EPERM from a firewall): log, keep serving
+    socket.on('error', (err) => warn(`dns: udp: ${errorMessage(err)}`));
+  }
+
+  function serveTcp(socket: net.Socket): void {
+    connections.add(socket);
+    socket.setNoDelay(true);
+    socket.setTimeout(state.config.dns.tcpIdleTimeoutMs, () => socket.destroy());
+    const frames = new FrameReader();
+    const address = socket.remoteAddress ?? '';
+    let pending = 0;
+    let ended = false;
+    const write = (bytes: Buffer): void => {
+      if (socket.destroyed || !socket.writable) return;
+      if (socket.writableLength > TCP_MAX_QUEUED_BYTES) return void socket.destroy();
+      socket.write(frameMessage(bytes));
+    };
+    socket.on('data', (chunk: Buffer) => {
+      // several queries per connection, pipelined: answered as they come (forwards may overtake)
+      for (const msg of frames.push(chunk)) {
+        const out = handle(msg, address, 'tcp');
+        if (out === undefined) continue;
+        if (!(out instanceof Promise)) {
+          write(out);
+          continue;
+        }
+        pending++;
+        void out.then((bytes) => {
+          pending--;
+          write(bytes);
+          if (ended && pending === 0) socket.end();
+        });
+      }
+    });
+    socket.on('end', () => {
+      ended = true;  // the client is done sending; finish what it asked, then close
+      if (pending === 0) socket.end();
+    });
+    socket.on('error', () => undefined);  // resets by clients are theirs to have
+    socket.on('close', () => connections.delete(socket));
+  }
+
+  let closed = false;
+  let closing: Promise<void> | undefined;
+  try {
+    for (const hp of opts.listen ?? opts.config.dns.listen) {
+      const { udp, tcp } = await bindPair(hp);
+      serveUdp(udp);
+      tcp.on('connection', serveTcp);
+      tcp.on('drop', () => {
+        counters.tcpRejected++;
+        warn(`dns: tcp connection refused: ${state.config.dns.tcpMaxConnections} open (dns.tcpMaxConnections)`);
+      });
+      tcp.on('error', (err) => warn(`dns: tcp: ${errorMessage(err)}`));
+      udpSockets.push(udp);
+      tcpServers.push(tcp);
+      const port = udp.address().port;
+      endpoints.push({ transport: 'udp', host: hp.host, port }, { transport: 'tcp', host: hp.host, port });
+    }
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+  for (const tcp of tcpServers) tcp.maxConnections = state.config.dns.tcpMaxConnections;
+  if (endpoints.length > 0) logger.info(`dns: serving on ${[...new Set(endpoints.map((e) => formatHostPort(e)))].join(', ')} (udp+tcp)`);
+
+  function closeAll(): Promise<void> {
+    closing ??= closeNow();
+    return closing;
+  }
+
+  async function closeNow(): Promise<void> {
+    closed = true;
+    state.forwarder.close();
+    for (const f of retired) f.close();
+    for (const c of connections) c.destroy();
+    await Promise.all([
+      ...udpSockets.map((s) => new Promise<void>((resolve) => { try { s.close(() => resolve()); } catch { resolve(); } })),
+      ...tcpServers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))),
+    ]);
+  }
+
+  return {
+    endpoints,
+    update(config, snapshot) {
+      const listenChanged = JSON.stringify(config.dns.listen) !== JSON.stringify(state.config.dns.listen);
+      if (listenChanged && !opts.listen) logger.warn(`dns: dns.listen changes take effect on restart (still serving on ${JSON.stringify(boundListen.map(formatHostPort))})`);
+      try {
+        state = makeState(config, snapshot, state);
+      } catch (err) {
+        // called from the controller's publish step: never let it fail there; keep serving the old state
+        logger.error(`dns: cannot adopt the new snapshot (${errorMessage(err)}); still serving the previous one`);
+      }
+      debug = logger.isDebug();
+      for (const tcp of tcpServers) tcp.maxConnections = config.dns.tcpMaxConnections;
+    },
+    stats() {
+      pruneRetired();
+      let inFlight = state.forwarder.inFlight;
+      let overflows = overflowsRetired + state.forwarder.overflows;
+      for (const f of retired) {
+        inFlight += f.inFlight;
+        overflows += f.overflows;
+      }
+      return {
+        ...counters, outcomes: { ...counters.outcomes },
+        forwardsInFlight: inFlight, forwardOverflows: overflows,
+        tcpConnections: connections.size, rateLimitClients: state.buckets?.size ?? 0,
+      };
+    },
+    close: closeAll,
+  };
+}
+
+/** The VIP in a courier A reply we built (its last 4 bytes before any OPT), for the debug log. */
+function vipOf(reply: Buffer): string {
+  const ar = reply.readUInt16BE(10);
+  const end = reply.length - (ar > 0 ? 11 : 0);
+  return reply.readUInt16BE(6) === 1 ? [...reply.subarray(end - 4, end)].join('.') : '';
+}
+
+/** Why a bind failed, in words an operator can act on. */
+function bindProblem(err: unknown): string {
+  const code = (err as NodeJS.ErrnoException).code;
+  switch (code) {
+    case 'EADDRINUSE': return 'address already in use (another DNS server on this port, e.g. dnsmasq or systemd-resolved?)';
+    case 'EACCES': case 'EPERM': return 'permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)';
+    case 'EADDRNOTAVAIL': return 'no such address on this host';
+    default: return errorMessage(err);
+  }
+}
+
+function bindUdp(hp: HostPort): Promise<dgram.Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = dgram.createSocket({
+      type: hp.family === 6 ? 'udp6' : 'udp4',
+      recvBufferSize: UDP_BUFFER_BYTES,
+      sendBufferSize: UDP_BUFFER_BYTES,
+      // replies go to the literal address a query came from: no resolver lookup per send
+      lookup: (address, _options, callback) => callback(null, address, hp.family),
+    });
+    socket.once('error', reject);
+    socket.bind({ port: hp.port, address: hp.host, exclusive: true }, () => {
+      socket.off('error', reject);
+      resolve(socket);
+    });
+  });
+}
+
+function listenTcp(hp: HostPort, port: number): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: false });
+    server.once('error', reject);
+    server.listen({ port, host: hp.host, exclusive: true }, () => {
+      server.off('error', reject);
+      resolve(server);
+    });
+  });
+}
+
+/** UDP and TCP on the same port; with port 0, the port UDP got (retried if TCP finds it taken). */
+async function bindPair(hp: HostPort): Promise<{ udp: dgram.Socket; tcp: net.Server }> {
+  for (let attempt = 0; ; attempt++) {
+    let udp: dgram.Socket;
+    try {
+      udp = await bindUdp(hp);
+    } catch (err) {
+      throw new ApnsProxyError('E_LISTEN', `dns.listen ${formatHostPort(hp)}: cannot bind udp: ${bindProblem(err)}`, { cause: err });
+    }
+    try {
+      return { udp, tcp: await listenTcp(hp, udp.address().port) };
+    } catch (err) {
+      udp.close();
+      if (hp.port === 0 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 20) continue;
+      throw new ApnsProxyError('E_LISTEN', `dns.listen ${formatHostPort(hp)}: cannot listen on tcp: ${bindProblem(err)}`, { cause: err });
+    }
+  }
+}
