@@ -8,7 +8,9 @@ import { Controller, type ControllerDeps } from './controller.js';
 import { controlPath, serveControl } from './control.js';
 import { type DnsServer, startDnsServer } from './dns/server.js';
 import { errorMessage } from './errors.js';
+import { sharedLookup } from './fallback/lookup.js';
 import type { Logger } from './log.js';
+import { Metrics, serveMetrics } from './metrics.js';
 
 export interface Scheduled { stop(): void }
 export type Scheduler = (expression: string, task: () => void) => Scheduled;
@@ -30,6 +32,7 @@ export interface Daemon {
   readonly controller: Controller;
   readonly fallback: Fallback | undefined;
   readonly dns: DnsServer;
+  readonly metrics: Metrics;
   reload(): Promise<void>;
   stop(): Promise<void>;
 }
@@ -38,43 +41,59 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const { logger } = deps;
   const controller = new Controller(deps);
   // Before any resolution: forwarding must work even if upstream DNS is down right now.
-  await controller.programFromState();
+  const startReport = await controller.programFromState();
   let config = deps.config;
-  const control = await serveControl(controlPath(config.stateDir), async (cmd) => {
-    if (cmd === 'refresh') return controller.refresh();
-    if (cmd === 'ping') return 'pong';
-    if (cmd === 'reload') return void (await reload());
-    throw new Error(`unknown command ${JSON.stringify(cmd)}`);
-  });
+  // Everything started so far, closed in reverse if a later step fails (or on stop).
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async () => {
+    while (closers.length) await closers.pop()!().catch((err: unknown) => logger.error(`stop: ${errorMessage(err)}`));
+  };
   let fallback: Fallback | undefined;
-  if (config.fallback.enabled) {
-    let lastAsked = -Infinity;
-    fallback = await startFallback({
-      config,
-      native: deps.loadNative(),
-      logger,
-      getSnapshot: () => controller.snapshot,
-      resolveNow: (n, timeoutMs) => deps.makeResolver({ ...config, resolver: { ...config.resolver, timeoutMs } })
-        .resolveA(courierName(config.couriers.template, n)),
-      onResolved: (n) => {
-        if (deps.clock() - lastAsked < FALLBACK_REFRESH_MIN_INTERVAL_MS) return;
-        lastAsked = deps.clock();
-        logger.info(`fallback: courier ${n} resolved at connect time; refreshing so the kernel takes over`);
-        void controller.refresh();
-      },
-      ...deps.fallbackOverrides,
-    }).catch(async (err: unknown) => {
-      await new Promise<void>((resolve) => control.close(() => resolve()));
-      throw err;
+  let dns: DnsServer;
+  const metrics = new Metrics({ fallback: () => fallback!.stats(), dns: () => dns.stats() });
+  controller.onReport((report, snapshot) => metrics.refreshed(report, snapshot));
+  if (controller.snapshot) metrics.refreshed(startReport, controller.snapshot);
+  try {
+    const control = await serveControl(controlPath(config.stateDir), async (cmd) => {
+      if (cmd === 'refresh') return controller.refresh();
+      if (cmd === 'ping') return 'pong';
+      if (cmd === 'reload') return void (await reload());
+      throw new Error(`unknown command ${JSON.stringify(cmd)}`);
     });
-  }
-  // DNS answers from the snapshot the kernel accepted, with the config that snapshot was made under.
-  const dns = await startDnsServer({ config, snapshot: controller.snapshot, logger }).catch(async (err: unknown) => {
-    await fallback?.close();
-    await new Promise<void>((resolve) => control.close(() => resolve()));
+    closers.push(() => new Promise((resolve) => control.close(() => resolve())));
+    if (config.fallback.enabled) {
+      let lastAsked = -Infinity;
+      const lookup = sharedLookup((n, timeoutMs) => deps.makeResolver({ ...config, resolver: { ...config.resolver, timeoutMs } })
+        .resolveA(courierName(config.couriers.template, n)), deps.clock);
+      const fb = await startFallback({
+        config,
+        native: deps.loadNative(),
+        logger,
+        getSnapshot: () => controller.snapshot,
+        resolveNow: lookup,
+        onResolved: (n) => {
+          if (deps.clock() - lastAsked < FALLBACK_REFRESH_MIN_INTERVAL_MS) return;
+          lastAsked = deps.clock();
+          logger.info(`fallback: courier ${n} resolved at connect time; refreshing so the kernel takes over`);
+          void controller.refresh();
+        },
+        ...deps.fallbackOverrides,
+      });
+      fallback = fb;
+      closers.push(() => fb.close());
+    }
+    // DNS answers from the snapshot the kernel accepted, with the config that snapshot was made under.
+    dns = await startDnsServer({ config, snapshot: controller.snapshot, logger, onAnswered: (kind, seconds) => metrics.dnsAnswered(kind, seconds) });
+    closers.push(() => dns.close());
+    controller.onSnapshot((snapshot) => dns.update(controller.currentConfig, snapshot));
+    for (const hp of config.metrics.listen) {
+      const server = await serveMetrics(metrics, hp.host, hp.port);
+      closers.push(() => new Promise((resolve) => server.close(() => resolve())));
+    }
+  } catch (err) {
+    await closeAll();
     throw err;
-  });
-  controller.onSnapshot((snapshot) => dns.update(controller.currentConfig, snapshot));
+  }
   const scheduleTicks = () => deps.schedule(config.refresh.schedule, () => void controller.tick());
   let job = scheduleTicks();
   void controller.refresh();
@@ -109,12 +128,11 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     controller,
     fallback,
     dns,
+    metrics,
     reload,
     async stop() {
       job.stop();
-      await dns.close();
-      await new Promise<void>((resolve) => control.close(() => resolve()));
-      await fallback?.close();
+      await closeAll();
       await controller.idle();
       logger.info('stopped; the kernel map stays in place (apns-proxy flush removes it)');
     },

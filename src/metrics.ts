@@ -29,7 +29,8 @@ export class Metrics {
 
   constructor(private readonly sources: MetricSources = {}, private readonly clock: () => number = Date.now) {
     const registers = [this.registry];
-    client.collectDefaultMetrics({ register: this.registry, prefix: 'apns_proxy_' });
+    // Event-loop lag sampled once a second, not every 10 ms: an idle daemon should stay asleep.
+    client.collectDefaultMetrics({ register: this.registry, prefix: 'apns_proxy_', eventLoopMonitoringPrecision: 1000 });
     const self = this;
     new client.Gauge({
       name: 'apns_proxy_couriers', help: 'Couriers by state (fresh, stale, absent) after the last accepted refresh.',
