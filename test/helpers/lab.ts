@@ -233,38 +233,31 @@ const STDERR_MAX = 1024 * 1024;
 function wrapProcess(child: ChildProcess, what: string): LabProcess {
   const lines: string[] = [];
   let err = '';
-  let partial = '';
   let exitCode: number | null | undefined;
   const waiters = new Set<() => void>();
   const notify = (): void => { for (const w of [...waiters]) w(); };
 
+  // Both streams feed `lines`: fixtures print on stdout, daemons log on stderr, tests wait for either.
+  const splitter = () => {
+    let rest = '';
+    return (d: string, final = false): void => {
+      const parts = (rest + d).split('\n');
+      rest = parts.pop()!;
+      if (final && rest) parts.push(rest);  // a last line without a newline
+      for (const l of parts) lines.push(l.replace(/\r$/, ''));
+      if (parts.length) notify();
+    };
+  };
+  const outLines = splitter();
+  const errLines = splitter();
   child.stdout?.setEncoding('utf8');
-  child.stdout?.on('data', (d: string) => {
-    partial += d;
-    let nl: number;
-    let added = false;
-    while ((nl = partial.indexOf('\n')) !== -1) {
-      lines.push(partial.slice(0, nl).replace(/\r$/, ''));
-      partial = partial.slice(nl + 1);
-      added = true;
-    }
-    if (added) notify();
-  });
+  child.stdout?.on('data', (d: string) => outLines(d));
+  child.stdout?.on('end', () => outLines('', true));
   child.stderr?.setEncoding('utf8');
-  let errPartial = '';
   child.stderr?.on('data', (d: string) => {
     err += d;
     if (err.length > STDERR_MAX) err = err.slice(-STDERR_MAX);
-    // stderr lines join `lines` too: daemons log there, and tests wait for log lines
-    errPartial += d;
-    let nl: number;
-    let added = false;
-    while ((nl = errPartial.indexOf('\n')) !== -1) {
-      lines.push(errPartial.slice(0, nl).replace(/\r$/, ''));
-      errPartial = errPartial.slice(nl + 1);
-      added = true;
-    }
-    if (added) notify();
+    errLines(d);
   });
   child.stdin?.on('error', () => undefined); // EPIPE when the process is gone
 
@@ -276,7 +269,6 @@ function wrapProcess(child: ChildProcess, what: string): LabProcess {
       resolve(null);
     });
     child.on('close', (code) => {
-      if (partial) { lines.push(partial); partial = ''; }
       exitCode = code;
       notify();
       resolve(code);
