@@ -5,9 +5,9 @@ import { courierName } from './couriers.js';
 import { type Fallback, type FallbackDeps, startFallback } from './fallback/listener.js';
 import type { Native } from './fallback/native.js';
 import { Controller, type ControllerDeps } from './controller.js';
-import { controlPath, serveControl } from './control.js';
+import { controlPath, requestControl, serveControl } from './control.js';
 import { type DnsServer, startDnsServer } from './dns/server.js';
-import { errorMessage } from './errors.js';
+import { ApnsProxyError, errorMessage } from './errors.js';
 import { sharedLookup } from './fallback/lookup.js';
 import type { Logger } from './log.js';
 import { Metrics, serveMetrics } from './metrics.js';
@@ -40,6 +40,10 @@ export interface Daemon {
 export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const { logger } = deps;
   const controller = new Controller(deps);
+  // The table has one writer: a second daemon must fail before it touches the kernel.
+  if (await requestControl(controlPath(deps.config.stateDir), 'ping', 2000) !== undefined) {
+    throw new ApnsProxyError('E_CONTROL', `another apns-proxy run is already active (it answers on ${controlPath(deps.config.stateDir)})`);
+  }
   // Before any resolution: forwarding must work even if upstream DNS is down right now.
   const startReport = await controller.programFromState();
   let config = deps.config;

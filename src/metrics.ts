@@ -24,7 +24,8 @@ export class Metrics {
   private readonly lastDuration: client.Gauge;
   private readonly dnsLatency: client.Histogram<'kind'>;
   private lastReport: RefreshReport | undefined;
-  private lastSuccessAt: number | null = null;
+  private lastSuccessAt: number | null = null;  // last cycle that resolved everything and was applied
+  private programmedAt: number | null = null;   // last cycle the kernel accepted (or needed nothing)
   private snapshot: Snapshot | undefined;
 
   constructor(private readonly sources: MetricSources = {}, private readonly clock: () => number = Date.now) {
@@ -44,7 +45,7 @@ export class Metrics {
     this.refreshes = new client.Counter({ name: 'apns_proxy_refresh_total', help: 'Refresh cycles by result (ok, failed).', labelNames: ['result'], registers });
     this.nftFailures = new client.Counter({ name: 'apns_proxy_nft_transaction_failures_total', help: 'nft transactions the kernel refused.', registers });
     this.nftTransactions = new client.Counter({ name: 'apns_proxy_nft_transactions_total', help: 'nft transactions sent, by kind (full, delta).', labelNames: ['kind'], registers });
-    this.lastSuccess = new client.Gauge({ name: 'apns_proxy_last_refresh_success_timestamp_seconds', help: 'When the kernel last accepted a refresh (Unix time).', registers });
+    this.lastSuccess = new client.Gauge({ name: 'apns_proxy_last_refresh_success_timestamp_seconds', help: 'When a refresh last resolved every courier and the kernel accepted it (Unix time).', registers });
     this.lastDuration = new client.Gauge({ name: 'apns_proxy_last_refresh_duration_seconds', help: 'Resolve plus nft time of the last refresh.', registers });
     this.dnsLatency = new client.Histogram({
       name: 'apns_proxy_dns_query_duration_seconds', help: 'DNS answer latency by kind (local answers, forwarded).',
@@ -84,7 +85,8 @@ export class Metrics {
     this.refreshes.inc({ result: report.ok ? 'ok' : 'failed' });
     if (report.sync !== 'none') this.nftTransactions.inc({ kind: report.sync });
     if (report.kernel === 'refused') this.nftFailures.inc();
-    else {
+    else this.programmedAt = this.clock();
+    if (report.ok) {
       this.lastSuccessAt = this.clock();
       this.lastSuccess.set(this.lastSuccessAt / 1000);
     }
@@ -101,11 +103,12 @@ export class Metrics {
     const r = this.lastReport;
     const counts = { fresh: 0, stale: 0, absent: 0 };
     for (const c of this.snapshot?.couriers.values() ?? []) counts[c.state]++;
-    const programmed = this.lastSuccessAt !== null;
+    const programmed = this.programmedAt !== null;
     const status = !programmed ? 'down' : r?.ok ? 'ok' : 'degraded';
+    const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
     return {
       ok: programmed,
-      body: { status, lastSuccessfulSync: this.lastSuccessAt === null ? null : new Date(this.lastSuccessAt).toISOString(), couriers: counts, ...(r?.error ? { lastError: r.error } : {}) },
+      body: { status, lastProgrammed: iso(this.programmedAt), lastSuccessfulRefresh: iso(this.lastSuccessAt), couriers: counts, ...(r?.error ? { lastError: r.error } : {}) },
     };
   }
 }

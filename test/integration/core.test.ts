@@ -203,6 +203,24 @@ test.serial('SIGHUP reloads the configuration; a bad one is refused and the old 
   }
 });
 
+test.serial('a second run with the same state directory refuses to start and touches nothing', async (t) => {
+  const { lab, config } = t.context;
+  const daemon = lab.spawn(lab.ns.router, nodeBin(), [CLI, 'run', '--config', config]);
+  try {
+    await daemon.waitForLine(/refresh: 50 fresh/, 15_000);
+    const before = await lab.exec(lab.ns.router, 'nft', ['-j', 'list', 'tables', 'inet']);
+    const second = await lab.exec(lab.ns.router, nodeBin(), [CLI, 'run', '--config', config], { reject: false, timeoutMs: 20_000 });
+    t.is(second.exitCode, 1);
+    t.regex(second.stderr, /apns-proxy: another apns-proxy run is already active \(it answers on .*control\.sock\)/);
+    t.is((await lab.exec(lab.ns.router, 'nft', ['-j', 'list', 'tables', 'inet'])).stdout, before.stdout, 'no full sync: same table handle');
+    const r = await cli(t, 'refresh');
+    t.is(r.exitCode, 0, 'the first daemon still owns its control socket');
+  } finally {
+    daemon.kill('SIGTERM');
+    await daemon.exited;
+  }
+});
+
 test.serial('render needs no root and prints what the kernel accepts', async (t) => {
   const { lab, config } = t.context;
   await chmod(lab.dir, 0o755);  // the unprivileged user must be able to read the config
