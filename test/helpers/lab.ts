@@ -19,7 +19,7 @@
 import { spawn as spawnChild, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -531,4 +531,22 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
 
 function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
+}
+
+/**
+ * Writes a daemon config on the DESIGN §5 address plan (VIPs 198.18.100.0/24, couriers 1..60,
+ * upstream DNS 203.0.113.53, couriers in 203.0.113.0/24, state in the lab's dir), with the given
+ * top-level keys replaced; returns its path.
+ */
+export async function writeLabConfig(lab: Lab, overrides: Record<string, unknown> = {}, name = 'config.json'): Promise<string> {
+  const file = path.join(lab.dir, name);
+  await writeFile(file, JSON.stringify({
+    vipPrefix: '198.18.100.0/24',
+    couriers: { first: 1, last: 60 },
+    upstreamDns: ['203.0.113.53'],
+    allowedUpstreamNets: ['203.0.113.0/24'],
+    stateDir: path.join(lab.dir, 'state'),
+    ...overrides,
+  }, null, 1));
+  return file;
 }

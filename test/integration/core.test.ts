@@ -4,7 +4,7 @@ import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';
-import { type Lab, createLab, nodeBin, repoRoot } from '../helpers/lab.js';
+import { type Lab, createLab, nodeBin, repoRoot, writeLabConfig } from '../helpers/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string; stateDir: string }>;
 const CLI = join(repoRoot(), 'dist/src/cli.js');
@@ -18,19 +18,13 @@ const SCENARIO = {
 test.before(async (t) => {
   const lab = await createLab({ scenario: SCENARIO });
   const stateDir = join(lab.dir, 'state');
-  const config = join(lab.dir, 'config.json');
-  await writeFile(config, JSON.stringify({
-    vipPrefix: '198.18.100.0/24',
-    couriers: { first: 1, last: 60 },
-    upstreamDns: ['203.0.113.53'],
-    allowedUpstreamNets: ['203.0.113.0/24'],
+  const config = await writeLabConfig(lab, {
     resolver: { timeoutMs: 300 },
     dns: { listen: [] },
     fallback: { enabled: false },
     refresh: { schedule: '*/2 * * * * *' },  // every 2 s, so the daemon tests do not wait a minute
-    stateDir,
     log: { level: 'debug' },
-  }));
+  });
   t.context = { lab, config, stateDir };
 });
 

@@ -2,19 +2,14 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
-import { type Lab, createLab, distPath, nodeBin } from '../helpers/lab.js';
+import { type Lab, createLab, distPath, nodeBin, writeLabConfig } from '../helpers/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string }>;
 const CLI = distPath('src/cli.js');
 
 test.before(async (t) => {
   const lab = await createLab();
-  const config = join(lab.dir, 'config.json');
-  await writeFile(config, JSON.stringify({
-    vipPrefix: '198.18.100.0/24', couriers: { first: 1, last: 60 }, upstreamDns: ['203.0.113.53'],
-    allowedUpstreamNets: ['203.0.113.0/24'], dns: { listen: ['192.0.2.1:53'] }, metrics: { listen: [] },
-    stateDir: join(lab.dir, 'state'),
-  }));
+  const config = await writeLabConfig(lab, { dns: { listen: ['192.0.2.1:53'] }, metrics: { listen: [] } });
   t.context = { lab, config };
 });
 

@@ -1,10 +1,8 @@
 // Issue 4 end to end: couriers the kernel map cannot serve are caught by TPROXY and served by
 // the daemon's transparent listener and native relay. Needs root; fails (never skips) without.
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin } from '../helpers/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../helpers/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string; daemon: LabProcess }>;
 const CLI = distPath('src/cli.js');
@@ -15,19 +13,13 @@ const BASE = { live: 50, addresses: { '7': ['203.0.113.40', '203.0.113.41'], '8'
 
 test.before(async (t) => {
   const lab = await createLab({ scenario: { ...BASE, perCourier: { '7': 'silent' } } });
-  const config = join(lab.dir, 'config.json');
-  await writeFile(config, JSON.stringify({
-    vipPrefix: '198.18.100.0/24',
-    couriers: { first: 1, last: 60 },
-    upstreamDns: ['203.0.113.53'],
-    allowedUpstreamNets: ['203.0.113.0/24'],
+  const config = await writeLabConfig(lab, {
     resolver: { timeoutMs: 300 },
     dns: { listen: [] },
     refresh: { schedule: '0 0 1 1 *' },  // once a year: only start-up and at-connect refreshes in this test
     fallback: { enabled: true, resolveTimeoutMs: 500 },
-    stateDir: join(lab.dir, 'state'),
     log: { level: 'debug' },
-  }));
+  });
   const daemon = lab.spawn(lab.ns.router, nodeBin(), [CLI, 'run', '--config', config]);
   await daemon.waitForLine(/refresh: 48 fresh, 0 stale, 12 absent/, 15_000);
   await daemon.waitForLine(/fallback: listening/, 5_000);

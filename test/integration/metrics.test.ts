@@ -1,23 +1,18 @@
 // /metrics and /healthz of a real daemon in the lab's router namespace, after a refresh, DNS
 // queries and fallback connections.
-import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin } from '../helpers/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../helpers/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; daemon: LabProcess }>;
 const CLI = distPath('src/cli.js');
 
 test.before(async (t) => {
   const lab = await createLab();
-  const config = join(lab.dir, 'config.json');
-  await writeFile(config, JSON.stringify({
-    vipPrefix: '198.18.100.0/24', couriers: { first: 1, last: 60 }, upstreamDns: ['203.0.113.53'],
-    allowedUpstreamNets: ['203.0.113.0/24'], resolver: { timeoutMs: 300 },
-    dns: { listen: ['192.0.2.1:53'], allowClients: ['192.0.2.0/24'] },
+  const config = await writeLabConfig(lab, {
+    resolver: { timeoutMs: 300 }, dns: { listen: ['192.0.2.1:53'], allowClients: ['192.0.2.0/24'] },
     metrics: { listen: ['127.0.0.1:9523'] }, refresh: { schedule: '0 0 1 1 *' },
-    stateDir: join(lab.dir, 'state'),
-  }));
+  });
   const daemon = lab.spawn(lab.ns.router, nodeBin(), [CLI, 'run', '--config', config]);
   await daemon.waitForLine(/refresh: 50 fresh, 0 stale, 10 absent/, 15_000);
   t.context = { lab, daemon };
