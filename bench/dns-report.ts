@@ -1,7 +1,8 @@
 // Helper for bench/dns: reads the saved dnsperf outputs (<server>-<round>.txt), prints a table of
 // medians and ratios, and writes the DNS section of bench/RESULTS.md: the block between
 // <!-- bench:dns --> markers is replaced (appended the first time); everything else is kept.
-//   node dist/bench/dns-report.js OUT_DIR RESULTS_MD COMMAND ENV_FILE
+// A run with SERVER_CPU set (servers capped) has its own block, <!-- bench:dns-capped -->.
+//   node dist/bench/dns-report.js OUT_DIR RESULTS_MD COMMAND ENV_FILE [SERVER_CPU]
 import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -82,12 +83,12 @@ export function report(runs: readonly Run[], order: readonly string[]): string {
 }
 
 function main(argv: string[]): void {
-  const [outDir, resultsPath, command, envFile] = argv;
+  const [outDir, resultsPath, command, envFile, serverCpu] = argv;
   if (!outDir || !resultsPath || !command || !envFile) {
-    process.stderr.write('usage: dns-report OUT_DIR RESULTS_MD COMMAND ENV_FILE\n');
+    process.stderr.write('usage: dns-report OUT_DIR RESULTS_MD COMMAND ENV_FILE [SERVER_CPU]\n');
     process.exit(2);
   }
-  const order = ['apns-proxy', 'unbound', 'dnsmasq', 'node-udp-echo'];
+  const order = ['apns-proxy', 'apns-proxy-dgram', 'unbound', 'dnsmasq', 'node-udp-echo'];
   const runs: Run[] = [];
   for (const file of readdirSync(outDir).sort()) {
     const m = /^(.+)-(\d+)\.txt$/.exec(file);
@@ -104,7 +105,7 @@ function main(argv: string[]): void {
     .map((o) => `${o}: ${[...new Set(runs.filter((r) => r.server === o).map((r) => r.rcodes.replace(/ \d+ \(([\d.]+%)\)/g, ' $1')))].join(', ')}`)
     .join('; ');
   const section = [
-    `## DNS: courier answers, apns-proxy vs unbound vs dnsmasq (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC)`,
+    `## DNS: courier answers, apns-proxy vs unbound vs dnsmasq${serverCpu ? `, every server capped at ${serverCpu} % of a core` : ''} (${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC)`,
     '',
     `Command: \`${command}\``,
     '',
@@ -115,19 +116,35 @@ function main(argv: string[]): void {
     table,
     '',
     `Response codes seen: ${rcodes}.`,
+    ...verdict(runs).map((line) => `\n${line}`),
   ].join('\n');
-  writeFileSync(resultsPath, withSection(existsSync(resultsPath) ? readFileSync(resultsPath, 'utf8') : undefined, section));
+  writeFileSync(resultsPath, withSection(existsSync(resultsPath) ? readFileSync(resultsPath, 'utf8') : undefined, section, serverCpu ? 'dns-capped' : 'dns'));
 }
 
-const BLOCK = /<!-- bench:dns -->\n[\s\S]*?<!-- \/bench:dns -->\n?/;
+/** Issue 3's target, and whether dnsperf rather than the servers set the pace (its core saturated). */
+export function verdict(runs: readonly Run[]): string[] {
+  const qps = (server: string) => median(runs.filter((r) => r.server === server).map((r) => r.qps));
+  const mine = runs.filter((r) => r.server === 'apns-proxy');
+  if (mine.length === 0 || !runs.some((r) => r.server === 'unbound')) return [];
+  const ratio = qps('apns-proxy') / qps('unbound');
+  const out = [`Target (issue 3), apns-proxy's courier qps ≥ unbound's: ${ratio.toFixed(2)}× — **${ratio >= 1 ? 'met' : 'missed'}**.`];
+  const clientBound = runs.filter((r) => r.server === 'apns-proxy' || r.server === 'unbound').every((r) => r.clientCpuPercent >= 95);
+  if (clientBound) {
+    out.push('dnsperf used ≥ 95 % of its core in every apns-proxy and unbound run: the client set the pace, not the servers, ' +
+      'so their qps only says neither is slower than dnsperf; server CPU µs/query compares them, and `SERVER_CPU=50 bench/dns` ' +
+      'caps every server at the same share of its core so that they set the pace.');
+  }
+  return out;
+}
 
-/** The results file with our block replaced, or appended; a missing file gets a short header. */
-export function withSection(old: string | undefined, section: string): string {
-  const block = `<!-- bench:dns -->\n${section.trim()}\n<!-- /bench:dns -->\n`;
+/** The results file with our block (`key`: dns, or dns-capped) replaced, or appended; a missing file gets a short header. */
+export function withSection(old: string | undefined, section: string, key: 'dns' | 'dns-capped' = 'dns'): string {
+  const block = `<!-- bench:${key} -->\n${section.trim()}\n<!-- /bench:${key} -->\n`;
+  const re = new RegExp(`<!-- bench:${key} -->\\n[\\s\\S]*?<!-- /bench:${key} -->\\n?`);
   if (old === undefined) {
     return `# Benchmark results\n\nEach section is written by a benchmark script under \`bench/\`, with its exact command, the machine and the raw numbers; medians of repeated runs, ratios of medians.\n\n${block}`;
   }
-  return BLOCK.test(old) ? old.replace(BLOCK, block) : `${old.trimEnd()}\n\n${block}`;
+  return re.test(old) ? old.replace(re, () => block) : `${old.trimEnd()}\n\n${block}`;
 }
 
 if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) main(process.argv.slice(2));

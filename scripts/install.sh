@@ -81,8 +81,9 @@ case "$node" in
 esac
 
 # --- the built tree --------------------------------------------------------------------------------
-native=build/Release/apns_proxy_native.node
-if [ ! -f "$SRC/dist/src/cli.js" ] || [ ! -f "$SRC/$native" ] || [ ! -f "$SRC/node_modules/.package-lock.json" ]; then
+native=build/Release/apns_proxy_native.node  # the fallback relay
+dnsfast=build/Release/apns_proxy_dns.node    # the DNS UDP fast path
+if [ ! -f "$SRC/dist/src/cli.js" ] || [ ! -f "$SRC/$native" ] || [ ! -f "$SRC/$dnsfast" ] || [ ! -f "$SRC/node_modules/.package-lock.json" ]; then
   say "building $SRC first (npm ci && npm run build)"
   (cd "$SRC" && npm ci --no-audit --no-fund && npm run build) || die "build failed: run npm ci && npm run build in $SRC and fix what it reports"
 fi
@@ -98,7 +99,7 @@ mkdir -p "$stage/dist" "$stage/build/Release"
 cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/README.md" "$SRC/nft" "$SRC/systemd" "$SRC/scripts" "$stage/"
 cp -a "$SRC/dist/src" "$stage/dist/"
 rm -rf "$stage/dist/src/lab"  # the lab runs from a checkout (it needs the test fixtures)
-cp -a "$SRC/$native" "$stage/build/Release/"
+cp -a "$SRC/$native" "$SRC/$dnsfast" "$stage/build/Release/"
 cp -a "$SRC/node_modules" "$stage/"
 # Only the production dependencies; offline, and no install scripts (the addon is already built).
 if ! (cd "$stage" && PATH="$(dirname "$node"):$PATH" npm prune --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null 2>&1); then

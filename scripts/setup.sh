@@ -6,9 +6,9 @@
 #
 #   OS packages  lab:  nftables, iproute2, dnsutils (dig), procps (sysctl)
 #                test: the same plus knot-dnsutils (kdig), systemd (systemd-analyze), util-linux (setpriv)
-#                and make, g++, python3 when the fallback's native addon still has to be compiled
+#                and make, g++, python3 when the native addons still have to be compiled
 #   npm deps     npm ci, when node_modules is missing or older than package-lock.json
-#   addon        npm run build:native, when build/Release/apns_proxy_native.node is missing
+#   addons       npm run build:native, when build/Release/apns_proxy_native.node or apns_proxy_dns.node is missing
 #
 # Installing packages needs root and apt-get. Without them, `lab` stops with the list of what is
 # missing; `test` warns and goes on (the unit tests need none of it; integration tests fail loudly).
@@ -32,6 +32,7 @@ major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$major" -ge 20 ] || { say "Node.js >= 20 is needed; this is $(node --version)"; exit 1; }
 
 native=build/Release/apns_proxy_native.node
+dnsfast=build/Release/apns_proxy_dns.node
 nosetup=0
 [ "${LAB_NO_SETUP:-}" = 1 ] && nosetup=1
 
@@ -47,7 +48,7 @@ if [ "$what" = test ]; then
 fi
 npm_ci=0
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm_ci=1; fi
-if [ "$nosetup" = 0 ] && { [ ! -f "$native" ] || [ "$npm_ci" = 1 ]; }; then
+if [ "$nosetup" = 0 ] && { [ ! -f "$native" ] || [ ! -f "$dnsfast" ] || [ "$npm_ci" = 1 ]; }; then
   # npm ci compiles the native addon too (node-gyp)
   have make || pkgs+=(make)
   have g++ || pkgs+=(g++)
@@ -68,7 +69,7 @@ if [ ${#pkgs[@]} -gt 0 ]; then
 fi
 
 if [ "$nosetup" = 1 ]; then
-  for f in node_modules/.package-lock.json "$native"; do
+  for f in node_modules/.package-lock.json "$native" "$dnsfast"; do
     [ -e "$f" ] || { say "LAB_NO_SETUP=1 but $f is missing: run npm ci first"; exit 1; }
   done
   exit 0
@@ -77,7 +78,7 @@ if [ "$npm_ci" = 1 ]; then
   say "installing npm dependencies (npm ci)"
   npm ci --no-audit --no-fund >&2
 fi
-if [ ! -f "$native" ]; then
-  say "building the fallback's native addon (node-gyp)"
+if [ ! -f "$native" ] || [ ! -f "$dnsfast" ]; then
+  say "building the native addons: fallback relay, DNS fast path (node-gyp)"
   npm run --silent build:native >&2
 fi

@@ -10,7 +10,7 @@ export interface MetricSources {
   /** Fallback counters, when the fallback runs. */
   fallback?: () => { active: number; total: number; failed: number };
   /** DNS counters by outcome, when the DNS server runs. */
-  dns?: () => { outcomes: Record<string, number>; forwarded: number; rateLimited: number; dropped: number; forwardOverflows: number };
+  dns?: () => { outcomes: Record<string, number>; forwarded: number; rateLimited: number; dropped: number; forwardOverflows: number; handoffDropped: number };
 }
 
 export interface Health { readonly ok: boolean; readonly body: Record<string, unknown> }
@@ -62,6 +62,7 @@ export class Metrics {
         this.inc({ outcome: 'rate_limited' }, d.rateLimited);
         this.inc({ outcome: 'dropped' }, d.dropped);
         this.inc({ outcome: 'servfail_overload' }, d.forwardOverflows);
+        this.inc({ outcome: 'handoff_dropped' }, d.handoffDropped);  // the UDP fast path got ahead of node
       },
     });
     new client.Gauge({

@@ -1,30 +1,49 @@
 // The DNS server's transports (UDP and TCP on every dns.listen address): they only move bytes
 // between sockets and the pure answer logic, apply the per-client rate limit and the ACL verdict,
-// and hand non-courier questions to the forwarder.
+// and hand non-courier questions to the forwarder. UDP is served by the native fast path when its
+// addon loads (native-udp.ts: courier answers in a thread per socket, everything else handed here),
+// else by node:dgram; TCP always here.
 import dgram from 'node:dgram';
 import net from 'node:net';
+import { constants as osConstants } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
 import { ApnsProxyError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Snapshot } from '../mapping.js';
+import type { DnsFastBinding } from '../fallback/native.js';
 import { formatHostPort, type HostPort } from '../net.js';
 import { FrameReader, exchange as realExchange, frameMessage } from '../upstream.js';
 import { ClientAcl } from './acl.js';
 import { type Decision, type Outcome, type Responder, type Transport, answerQuery, buildResponder, rcodeOf } from './answer.js';
 import { type Forwarder, createForwarder } from './forward.js';
 import { LogLimiter, TokenBuckets } from './limits.js';
+import { type NativeDatagram, type NativeUdp, encodeFastTable, openNativeUdp } from './native-udp.js';
 import { HEADER_SIZE, questionForLog } from './wire.js';
 
 export interface DnsServerOptions {
   readonly config: Config;
   readonly snapshot: Snapshot | undefined;
   readonly logger: Logger;
-  readonly clock?: () => number;              // monotonic ms (rate limit, log throttling); performance.now
+  /**
+   * Monotonic ms (rate limit, log throttling); performance.now. An injected clock (tests) also keeps
+   * rate limiting and every answer in JS: the native fast path can only follow the real clock.
+   */
+  readonly clock?: () => number;
   readonly exchange?: typeof realExchange;    // the upstream seam
   readonly listen?: readonly HostPort[];      // instead of config.dns.listen (tests: port 0 = any free port)
-  /** Per answer sent: local (from the snapshot, incl. REFUSED/FORMERR) or forwarded; seconds by `clock`. */
+  /**
+   * Per answer sent: local (from the snapshot, incl. REFUSED/FORMERR) or forwarded; seconds by `clock`.
+   * Not called for the native fast path's courier answers (stats() counts those).
+   */
   readonly onAnswered?: (kind: 'local' | 'forwarded', seconds: number) => void;
+  /**
+   * Serve UDP through the native fast path when its addon loads (default: yes, unless the environment
+   * has APNS_PROXY_DNS_NATIVE=0). Without it, or when a socket's thread cannot start, node:dgram.
+   */
+  readonly nativeUdp?: boolean;
+  /** Tests: a stand-in for the fast path's addon. */
+  readonly nativeBinding?: DnsFastBinding;
 }
 
 export interface DnsEndpoint {
@@ -44,6 +63,8 @@ export interface DnsStats {
   tcpConnections: number;          // open now
   tcpRejected: number;             // turned away at dns.tcpMaxConnections
   rateLimitClients: number;        // buckets held by the rate limiter
+  fastPath: number;                // of the outcomes, answered by the native UDP fast path
+  handoffDropped: number;          // datagrams dropped because too many were waiting for JS
 }
 
 export interface DnsServer {
@@ -62,11 +83,17 @@ const MAX_RATE_CLIENTS = 65536;
 const DEBUG_LINES_PER_SECOND = 50;
 const UDP_BUFFER_BYTES = 4 * 1024 * 1024;
 
+/** Per-client token buckets: TokenBuckets in JS, or the native fast path's (shared with its threads). */
+interface Limiter {
+  take(address: string): boolean;
+  readonly size: number;
+}
+
 interface State {
   readonly config: Config;
   readonly responder: Responder;
   readonly acl: ClientAcl;
-  readonly buckets: TokenBuckets | undefined;
+  readonly buckets: Limiter | undefined;
   readonly forwarder: Forwarder;
 }
 
@@ -82,6 +109,26 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     outcomes: { courier: 0, nodata: 0, nxdomain: 0, refused: 0, formerr: 0, notimp: 0, badvers: 0 } as Record<Outcome, number>,
   };
   let overflowsRetired = 0;
+  let nativeSeen = 0;  // datagrams the native threads handed over that JS has taken in
+  const boundListen = opts.listen ?? opts.config.dns.listen;
+  // Asked again on every update (a reload that changes log.level is followed by a new snapshot).
+  let debug = logger.isDebug();
+
+  let native: NativeUdp | undefined;
+  let nativeProblem: string | undefined;
+  if (!(opts.nativeUdp ?? process.env.APNS_PROXY_DNS_NATIVE !== '0')) {
+    nativeProblem = opts.nativeUdp === false ? 'off (nativeUdp: false)' : 'off (APNS_PROXY_DNS_NATIVE=0)';
+  } else if (boundListen.length > 0) {
+    try {
+      native = openNativeUdp(onNativeDatagram, (text) => warn(text), opts.nativeBinding);
+    } catch (err) {
+      nativeProblem = `unavailable: ${errorMessage(err)}`;
+    }
+  }
+  // The fast path answers couriers itself unless every query must pass through JS: at debug (each
+  // is logged) and under an injected clock (tests of the rate limit and latency hooks).
+  const nativeLimits = native !== undefined && opts.clock === undefined;
+  const fastAnswers = (): boolean => nativeLimits && !debug;
 
   function warn(message: string): void {
     const held = warnLines.take();
@@ -105,6 +152,10 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
 
   function makeState(config: Config, snapshot: Snapshot | undefined, previous?: State): State {
     const same = <K extends keyof Config['dns']>(k: K) => previous !== undefined && JSON.stringify(previous.config.dns[k]) === JSON.stringify(config.dns[k]);
+    // What can fail comes first: a snapshot that cannot be adopted leaves the previous state whole.
+    const acl = same('allowClients') ? previous!.acl : new ClientAcl(config.dns.allowClients);
+    const responder = buildResponder(config, snapshot);
+    if (native !== undefined) pushTable(native, responder, config);
     const sameUpstream = previous !== undefined && JSON.stringify(previous.config.upstreamDns) === JSON.stringify(config.upstreamDns) &&
       same('forwardTimeoutMs') && same('maxForwards');
     let forwarder = previous?.forwarder;
@@ -112,14 +163,24 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       if (forwarder) retire(forwarder);
       forwarder = makeForwarder(config);
     }
-    const rate = config.dns.rateLimit;
-    return {
-      config,
-      responder: buildResponder(config, snapshot),
-      acl: same('allowClients') ? previous!.acl : new ClientAcl(config.dns.allowClients),
-      buckets: same('rateLimit') ? previous!.buckets : rate > 0 ? new TokenBuckets(rate, rate, MAX_RATE_CLIENTS, clock) : undefined,
-      forwarder,
-    };
+    return { config, responder, acl, buckets: same('rateLimit') ? previous!.buckets : makeLimiter(config.dns.rateLimit), forwarder };
+  }
+
+  /** The native threads' table; if it is refused (a bug), they hand everything to JS rather than stop a snapshot. */
+  function pushTable(n: NativeUdp, responder: Responder, config: Config): void {
+    try {
+      n.setTable(encodeFastTable(responder, config.dns.allowClients, fastAnswers()));
+    } catch (err) {
+      logger.error(`dns: the native fast path refused its table (${errorMessage(err)}); every UDP query goes through node`);
+      n.setTable(encodeFastTable({ couriers: new Map(), seed: 0 }, [], false));
+    }
+  }
+
+  function makeLimiter(rate: number): Limiter | undefined {
+    if (!nativeLimits) return rate > 0 ? new TokenBuckets(rate, rate, MAX_RATE_CLIENTS, clock) : undefined;
+    const n = native!;
+    n.setRateLimit(rate, MAX_RATE_CLIENTS);  // fresh buckets, as a new TokenBuckets would be
+    return rate > 0 ? { take: (address) => n.take(address), get size() { return n.stats().rateLimitClients; } } : undefined;
   }
 
   function retire(f: Forwarder): void {
@@ -135,17 +196,24 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     }
   }
 
-  let state = makeState(opts.config, opts.snapshot);
-  const boundListen = opts.listen ?? opts.config.dns.listen;
-  // Asked again on every update (a reload that changes log.level is followed by a new snapshot).
-  let debug = logger.isDebug();
+  let state: State;
+  try {
+    state = makeState(opts.config, opts.snapshot);
+  } catch (err) {
+    native?.close();
+    throw err;
+  }
 
-  /** One query through the pipeline: bytes to send now, a promise of bytes (forwarded), or nothing. */
-  function handle(msg: Buffer, address: string, transport: Transport): Buffer | Promise<Buffer> | undefined {
-    counters.queries++;
+  /**
+   * One query through the pipeline: bytes to send now, a promise of bytes (forwarded), or nothing.
+   * `charged`: handed over by the native threads, which counted it and (when true) took its token.
+   */
+  function handle(msg: Buffer, address: string, transport: Transport, charged?: boolean): Buffer | Promise<Buffer> | undefined {
+    if (charged === undefined) counters.queries++;
+    else nativeSeen++;
     const started = onAnswered === undefined ? 0 : clock();  // no clock reads unless someone listens
     const s = state;
-    if (s.buckets !== undefined && !s.buckets.take(address)) {
+    if (s.buckets !== undefined && charged !== true && !s.buckets.take(address)) {
       counters.rateLimited++;
       return undefined;
     }
@@ -187,6 +255,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   }
 
   const udpSockets: dgram.Socket[] = [];
+  const nativeEndpoints: string[] = [];
   const tcpServers: net.Server[] = [];
   const connections = new Set<net.Socket>();
   const endpoints: DnsEndpoint[] = [];
@@ -200,6 +269,18 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     });
     // e.g. a reply the kernel would not send (EPERM from a firewall): log, keep serving
     socket.on('error', (err) => warn(`dns: udp: ${errorMessage(err)}`));
+  }
+
+  function onNativeDatagram(d: NativeDatagram): void {
+    const out = handle(d.msg, d.address, 'udp', d.charged);
+    if (out === undefined) return;
+    if (!(out instanceof Promise)) nativeSend(d, out);
+    else void out.then((bytes) => { if (!closed) nativeSend(d, bytes); });
+  }
+
+  function nativeSend(d: NativeDatagram, bytes: Buffer): void {
+    const err = native!.send(d.socket, bytes, d.peer);
+    if (err !== 0) warn(`dns: udp: send to ${d.address}: ${errnoName(err)}`);
   }
 
   function serveTcp(socket: net.Socket): void {
@@ -243,18 +324,38 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   let closed = false;
   let closing: Promise<void> | undefined;
   try {
-    for (const hp of opts.listen ?? opts.config.dns.listen) {
-      const { udp, tcp } = await bindPair(hp);
-      serveUdp(udp);
+    for (const hp of boundListen) {
+      const { udp: side, tcp } = await bindPair(hp, native);
+      tcpServers.push(tcp);
+      let port: number;
+      if (side.kind === 'native') {
+        port = side.port;
+        try {
+          native!.start(side.index);
+          nativeEndpoints.push(formatHostPort({ host: hp.host, port }));
+        } catch (err) {
+          native!.closeSocket(side.index);
+          logger.info(`dns: udp ${formatHostPort({ host: hp.host, port })}: the native fast path cannot start (${errorMessage(err)}); serving it with node:dgram`);
+          let udp: dgram.Socket;
+          try {
+            udp = await bindUdp({ ...hp, port });
+          } catch (bindErr) {
+            throw new ApnsProxyError('E_LISTEN', `dns.listen ${formatHostPort(hp)}: cannot bind udp: ${bindProblem(bindErr)}`, { cause: bindErr });
+          }
+          serveUdp(udp);
+          udpSockets.push(udp);
+        }
+      } else {
+        serveUdp(side.socket);
+        udpSockets.push(side.socket);
+        port = side.socket.address().port;
+      }
       tcp.on('connection', serveTcp);
       tcp.on('drop', () => {
         counters.tcpRejected++;
         warn(`dns: tcp connection refused: ${state.config.dns.tcpMaxConnections} open (dns.tcpMaxConnections)`);
       });
       tcp.on('error', (err) => warn(`dns: tcp: ${errorMessage(err)}`));
-      udpSockets.push(udp);
-      tcpServers.push(tcp);
-      const port = udp.address().port;
       endpoints.push({ transport: 'udp', host: hp.host, port }, { transport: 'tcp', host: hp.host, port });
     }
   } catch (err) {
@@ -263,6 +364,15 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   }
   for (const tcp of tcpServers) tcp.maxConnections = state.config.dns.tcpMaxConnections;
   if (endpoints.length > 0) logger.info(`dns: serving on ${[...new Set(endpoints.map((e) => formatHostPort(e)))].join(', ')} (udp+tcp)`);
+  if (nativeEndpoints.length > 0) {
+    const passing = debug ? 'log.level is debug' : 'a test clock is injected';
+    logger.info(`dns: udp ${nativeEndpoints.join(', ')} on the native fast path (a thread per socket answers courier queries, ` +
+      `${fastAnswers() ? 'the rest goes to node' : `every query goes to node while ${passing}`})`);
+  }
+  if (udpSockets.length > 0) {
+    const dgramEndpoints = endpoints.filter((e) => e.transport === 'udp' && !nativeEndpoints.includes(formatHostPort(e)));
+    logger.info(`dns: udp ${dgramEndpoints.map(formatHostPort).join(', ')} on node:dgram${nativeProblem ? ` (native fast path ${nativeProblem})` : ''}`);
+  }
 
   function closeAll(): Promise<void> {
     closing ??= closeNow();
@@ -271,6 +381,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
 
   async function closeNow(): Promise<void> {
     closed = true;
+    native?.close();
     state.forwarder.close();
     for (const f of retired) f.close();
     for (const c of connections) c.destroy();
@@ -283,15 +394,16 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   return {
     endpoints,
     update(config, snapshot) {
+      if (closed) return;  // e.g. a snapshot published while the daemon stops: nothing serves any more
       const listenChanged = JSON.stringify(config.dns.listen) !== JSON.stringify(state.config.dns.listen);
       if (listenChanged && !opts.listen) logger.warn(`dns: dns.listen changes take effect on restart (still serving on ${JSON.stringify(boundListen.map(formatHostPort))})`);
+      debug = logger.isDebug();
       try {
         state = makeState(config, snapshot, state);
       } catch (err) {
         // called from the controller's publish step: never let it fail there; keep serving the old state
         logger.error(`dns: cannot adopt the new snapshot (${errorMessage(err)}); still serving the previous one`);
       }
-      debug = logger.isDebug();
       for (const tcp of tcpServers) tcp.maxConnections = config.dns.tcpMaxConnections;
     },
     stats() {
@@ -302,11 +414,24 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
         inFlight += f.inFlight;
         overflows += f.overflows;
       }
-      return {
+      const out: DnsStats = {
         ...counters, outcomes: { ...counters.outcomes },
         forwardsInFlight: inFlight, forwardOverflows: overflows,
         tcpConnections: connections.size, rateLimitClients: state.buckets?.size ?? 0,
+        fastPath: 0, handoffDropped: 0,
       };
+      if (native !== undefined) {
+        const n = native.stats();
+        // datagrams handed over count once JS has taken them in (as node:dgram's are counted)
+        out.queries += n.queries - n.handedToJs + nativeSeen;
+        out.rateLimited += n.rateLimited;
+        out.outcomes.courier += n.courier;
+        out.outcomes.nodata += n.nodata;
+        out.outcomes.nxdomain += n.nxdomain;
+        out.fastPath = n.courier + n.nodata + n.nxdomain;
+        out.handoffDropped = n.handoffDropped;
+      }
+      return out;
     },
     close: closeAll,
   };
@@ -358,21 +483,42 @@ function listenTcp(hp: HostPort, port: number): Promise<net.Server> {
   });
 }
 
-/** UDP and TCP on the same port; with port 0, the port UDP got (retried if TCP finds it taken). */
-async function bindPair(hp: HostPort): Promise<{ udp: dgram.Socket; tcp: net.Server }> {
-  for (let attempt = 0; ; attempt++) {
-    let udp: dgram.Socket;
+type UdpSide = { readonly kind: 'native'; readonly index: number; readonly port: number } | { readonly kind: 'dgram'; readonly socket: dgram.Socket };
+
+/** A UDP socket: native when the fast path is open and the host is a literal it can bind, else node:dgram. */
+async function bindUdpSide(hp: HostPort, native: NativeUdp | undefined): Promise<UdpSide> {
+  if (native !== undefined) {
     try {
-      udp = await bindUdp(hp);
+      return { kind: 'native', ...native.bind(hp) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'E_NATIVE_ADDR') throw err;
+    }
+  }
+  return { kind: 'dgram', socket: await bindUdp(hp) };
+}
+
+/** UDP and TCP on the same port; with port 0, the port UDP got (retried if TCP finds it taken). */
+async function bindPair(hp: HostPort, native: NativeUdp | undefined): Promise<{ udp: UdpSide; tcp: net.Server }> {
+  for (let attempt = 0; ; attempt++) {
+    let udp: UdpSide;
+    try {
+      udp = await bindUdpSide(hp, native);
     } catch (err) {
       throw new ApnsProxyError('E_LISTEN', `dns.listen ${formatHostPort(hp)}: cannot bind udp: ${bindProblem(err)}`, { cause: err });
     }
+    const port = udp.kind === 'native' ? udp.port : udp.socket.address().port;
     try {
-      return { udp, tcp: await listenTcp(hp, udp.address().port) };
+      return { udp, tcp: await listenTcp(hp, port) };
     } catch (err) {
-      udp.close();
+      if (udp.kind === 'native') native!.closeSocket(udp.index);
+      else udp.socket.close();
       if (hp.port === 0 && (err as NodeJS.ErrnoException).code === 'EADDRINUSE' && attempt < 20) continue;
       throw new ApnsProxyError('E_LISTEN', `dns.listen ${formatHostPort(hp)}: cannot listen on tcp: ${bindProblem(err)}`, { cause: err });
     }
   }
+}
+
+/** An errno number (from the native send) by its name, for a log line. */
+function errnoName(err: number): string {
+  return Object.entries(osConstants.errno).find(([, v]) => v === err)?.[0] ?? `errno ${err}`;
 }

@@ -58,3 +58,47 @@ export function loadNative(): Native {
   };
   return cached;
 }
+
+/**
+ * The DNS fast path (src/fallback/native/dnsfast.c, a second addon built by the same node-gyp run):
+ * a thread per UDP listen socket answers courier queries from precomputed replies and hands every
+ * other datagram to JS. src/dns/native-udp.ts is its only user.
+ */
+export interface DnsFastBinding {
+  /** onEvent(batch, null): datagrams for JS (records, see native-udp.ts); onEvent(null, text): a socket error. */
+  dnsCreate(onEvent: (batch: Buffer | null, error: string | null) => void): object;
+  /** Binds a UDP socket (errors carry Node's errno code, or E_NATIVE_ADDR for a non-literal host): [index, port]. */
+  dnsBind(handle: object, host: string, port: number, family: 4 | 6): [number, number];
+  dnsStart(handle: object, index: number): void;
+  dnsCloseSocket(handle: object, index: number): void;
+  /** 0, or the errno of a send that failed (never blocks). */
+  dnsSend(handle: object, index: number, bytes: Buffer, sockaddr: Buffer): number;
+  dnsSetTable(handle: object, table: Buffer): void;
+  dnsSetRateLimit(handle: object, rate: number, maxKeys: number): void;
+  dnsTake(handle: object, address: string): boolean;
+  dnsDecide(handle: object, msg: Buffer, address: string): Buffer | null;
+  dnsStats(handle: object): DnsFastStats;
+  dnsClose(handle: object): void;
+}
+
+export interface DnsFastStats {
+  readonly queries: number;          // datagrams received
+  readonly rateLimited: number;      // dropped by the rate limit
+  readonly handedToJs: number;       // datagrams queued for JS
+  readonly handoffDropped: number;   // dropped because too much was already queued for JS
+  readonly sendErrors: number;
+  readonly courier: number;          // answered natively, by outcome
+  readonly nodata: number;
+  readonly nxdomain: number;
+  readonly rateLimitClients: number; // buckets held
+}
+
+const DNS_ADDON = '../../../build/Release/apns_proxy_dns.node';
+
+let dnsCached: DnsFastBinding | undefined;
+
+/** The DNS fast-path addon; throws when it is not built (the DNS server then stays on node:dgram). */
+export function loadDnsFast(): DnsFastBinding {
+  dnsCached ??= createRequire(import.meta.url)(DNS_ADDON) as DnsFastBinding;
+  return dnsCached;
+}

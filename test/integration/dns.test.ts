@@ -164,6 +164,43 @@ test.serial('a second daemon on the same DNS address fails at start with a clear
   t.is((await dig(t, '5-courier.push.apple.com', 'A')).status, 'NOERROR', 'the first daemon still serves');
 });
 
+// The daemon above logs at debug, where every datagram goes through Node (to be logged): a second
+// one at info, on another port, answers couriers on the native UDP fast path.
+test.serial('native UDP fast path (log.level info): courier answers natively, the rest through Node', async (t) => {
+  const { lab, config } = t.context;
+  const fast = join(lab.dir, 'fast.json');
+  const original = JSON.parse(await readFile(config, 'utf8')) as { dns: Record<string, unknown> };
+  await writeFile(fast, JSON.stringify({
+    ...original, dns: { ...original.dns, listen: ['192.0.2.1:5353'] }, stateDir: join(lab.dir, 'state-fast'),
+    nft: { table: 'apns_dns_fast' }, metrics: { listen: [] }, log: { level: 'info' },
+  }));
+  const daemon = lab.spawn(lab.ns.router, nodeBin(), [CLI, 'run', '--config', fast]);
+  try {
+    await daemon.waitForLine(/dns: udp 192\.0\.2\.1:5353 on the native fast path \(a thread per socket answers courier queries, the rest goes to node\)/, 15_000);
+    await daemon.waitForLine(/refresh: 50 fresh, 0 stale, 10 absent/, 15_000);
+    const a = await dig(t, '-p', '5353', '5-CoUrIeR.push.apple.COM', 'A');
+    t.is(a.status, 'NOERROR', a.stdout);
+    t.deepEqual(a.answers, [['5-CoUrIeR.push.apple.COM.', '30', 'IN', 'A', '198.18.100.5']]);
+    t.regex(a.stdout, /flags: qr aa rd ra;/);
+    t.regex(a.stdout, /EDNS: version: 0, flags:; udp: 1232/, 'dig sends EDNS with a cookie: answered with our OPT');
+    const plain = await dig(t, '-p', '5353', '+noedns', '6-courier.push.apple.com', 'A');
+    t.deepEqual(plain.answers.map((x) => x[4]), ['198.18.100.6']);
+    t.notRegex(plain.stdout, /OPT PSEUDOSECTION/);
+    const aaaa = await dig(t, '-p', '5353', '5-courier.push.apple.com', 'AAAA');
+    t.regex(aaaa.stdout, /status: NOERROR.*\n.*ANSWER: 0, AUTHORITY: 1/);
+    t.is((await dig(t, '-p', '5353', '55-courier.push.apple.com', 'A')).status, 'NXDOMAIN');
+    t.is((await dig(t, '-p', '5353', '-b', OUTSIDER, '5-courier.push.apple.com', 'A')).status, 'REFUSED', 'outside the ACL: Node refuses');
+    const fwd = await dig(t, '-p', '5353', 'forward.example.test', 'A');
+    t.deepEqual(fwd.answers.map((x) => x[4]), ['198.51.100.77'], 'other names: Node forwards');
+    daemon.kill('SIGTERM');
+    t.is(await daemon.exited, 0, daemon.stderr());
+  } finally {
+    daemon.kill('SIGKILL');
+    await daemon.exited;
+    await lab.exec(lab.ns.router, 'nft', ['delete', 'table', 'inet', 'apns_dns_fast'], { reject: false });
+  }
+});
+
 test.serial('debug log: queries are logged; SIGTERM stops the server', async (t) => {
   const { daemon } = t.context;
   t.true(daemon.lines.some((l) => /debug: dns: 192\.0\.2\.2 udp 5-CoUrIeR\.push\.apple\.COM A: courier 198\.18\.100\.5/.test(l)));

@@ -196,6 +196,7 @@ test.serial('install into a temp root twice: same tree, the config written once 
   const prefix = path.join(root, 'opt/apns-proxy');
   t.true(existsSync(path.join(prefix, 'dist/src/cli.js')));
   t.true(existsSync(path.join(prefix, 'build/Release/apns_proxy_native.node')));
+  t.true(existsSync(path.join(prefix, 'build/Release/apns_proxy_dns.node')), 'the DNS fast path addon');
   t.true(existsSync(path.join(prefix, 'nft/apns-proxy.nft')));
   t.false(existsSync(path.join(prefix, 'dist/test')), 'no tests installed');
   t.false(existsSync(path.join(prefix, 'node_modules/ava')), 'no dev dependencies');

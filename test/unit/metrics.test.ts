@@ -42,7 +42,7 @@ test('refresh metrics: couriers by state, results, transactions, last success an
 test('dns and fallback counters are read from their sources at scrape time', async (t) => {
   let dnsCourier = 5;
   const m = new Metrics({
-    dns: () => ({ outcomes: { courier: dnsCourier, nxdomain: 2 }, forwarded: 7, rateLimited: 1, dropped: 0, forwardOverflows: 0 }),
+    dns: () => ({ outcomes: { courier: dnsCourier, nxdomain: 2 }, forwarded: 7, rateLimited: 1, dropped: 0, forwardOverflows: 0, handoffDropped: 3 }),
     fallback: () => ({ active: 3, total: 10, failed: 2 }),
   });
   m.dnsAnswered('local', 0.0002);
@@ -50,6 +50,7 @@ test('dns and fallback counters are read from their sources at scrape time', asy
   let text = await m.registry.metrics();
   t.is(value(text, 'apns_proxy_dns_queries_total{outcome="courier"}'), 5);
   t.is(value(text, 'apns_proxy_dns_queries_total{outcome="forwarded"}'), 7);
+  t.is(value(text, 'apns_proxy_dns_queries_total{outcome="handoff_dropped"}'), 3);
   t.is(value(text, 'apns_proxy_dns_query_duration_seconds_count{kind="local"}'), 1);
   t.is(value(text, 'apns_proxy_dns_query_duration_seconds_bucket{le="0.0005",kind="local"}'), 1);
   t.is(value(text, 'apns_proxy_dns_query_duration_seconds_bucket{le="0.01",kind="forwarded"}'), 0);

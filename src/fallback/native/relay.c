@@ -9,6 +9,8 @@
 #define NAPI_VERSION 8
 #include <node_api.h>
 
+#include "napi_errors.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,24 +34,6 @@
 #define POOL_MAX 64                 // empty pipes kept for reuse
 #define PIPES_MAX 1024              // pipes in use at once; beyond it, connections copy through scratch
 #define MAX_EVENTS 256
-
-// ---------------------------------------------------------------------------------------------
-// Errors: thrown with a stable code so JS can branch on it.
-
-static napi_value throw_errno(napi_env env, const char *code, const char *what, int err) {
-  char msg[256];
-  snprintf(msg, sizeof msg, "%s: %s", what, strerror(err));
-  napi_throw_error(env, code, msg);
-  return NULL;
-}
-
-#define NAPI_OK(call)                                                  \
-  do {                                                                 \
-    if ((call) != napi_ok) {                                           \
-      napi_throw_error(env, "E_NATIVE", "Node-API call failed: " #call); \
-      return NULL;                                                     \
-    }                                                                  \
-  } while (0)
 
 static int64_t now_ms(void) {
   struct timespec ts;
