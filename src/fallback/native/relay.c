@@ -30,7 +30,6 @@
 
 #define SCRATCH_SIZE (256 * 1024)  // one buffer per relay thread, shared by all connections
 #define SPLICE_CHUNK (1024 * 1024)  // asked per splice(); the pipe's capacity bounds what moves
-#define PIPE_SIZE (256 * 1024)      // pipe capacity asked for (F_SETPIPE_SZ); the default 64 KiB is smaller
 #define POOL_MAX 64                 // empty pipes kept for reuse
 #define PIPES_MAX 1024              // pipes in use at once; beyond it, connections copy through scratch
 #define MAX_EVENTS 256
@@ -178,7 +177,8 @@ static int pipe_borrow(relay_t *r, pending_t *p) {
     p->pipe[0] = p->pipe[1] = -1;
     return 0;
   }
-  fcntl(p->pipe[1], F_SETPIPE_SZ, PIPE_SIZE);  // best effort: the default size works too
+  // The default 64 KiB capacity, on purpose: bench/tput-ab measured 256 KiB pipes 7 % slower
+  // (bigger bursts per wakeup, less overlap between reading one side and writing the other).
   r->pipes++;
   return 1;
 }
@@ -573,6 +573,9 @@ static napi_value RelayAdd(napi_env env, napi_callback_info info) {
     }
     int fl = fcntl(c->fd[i], F_GETFL);
     fcntl(c->fd[i], F_SETFL, fl | O_NONBLOCK);
+    // a relay should not add Nagle's wait to what the peer already sent (HAProxy does the same)
+    int nodelay = 1;
+    setsockopt(c->fd[i], IPPROTO_TCP, TCP_NODELAY, &nodelay, sizeof nodelay);
     c->side[i].c = c;
     c->side[i].i = i;
     c->pend[i].pipe[0] = c->pend[i].pipe[1] = -1;
