@@ -13,7 +13,7 @@ import { type SectionId, writeResults } from './lib/report.js';
 import { ALL_MODES, type HotData, type Mode, hotpathReport, measureHotpath } from './sections/hotpath.js';
 import { type ScaleData, measureScale, scaleReport } from './sections/scale.js';
 import { type RefreshData, measureRefresh, refreshReport } from './sections/refresh.js';
-import { fallbackReport } from './sections/fallback.js';
+import { type AbData, fallbackReport, measureFallbackAb } from './sections/fallback.js';
 
 const SECTIONS = ['hotpath', 'scale', 'refresh', 'fallback'] as const;
 type Section = (typeof SECTIONS)[number];
@@ -79,6 +79,11 @@ async function main(): Promise<number> {
       scale = await measureScale(lab, { runs, big: want.has('scale') ? (quick ? 20000 : 100000) : 0, user: quick ? 2000 : 9500, probe: want.has('scale') && !quick, settleMs: quick ? 5000 : 45000 }, log);
       if (want.has('scale')) blocks.scale = scaleReport(scale);
     }
+    let ab: AbData | undefined;
+    if (want.has('fallback')) {
+      log('fallback: one stream, HAProxy and the fallback under the same router state');
+      ab = await measureFallbackAb(lab, { rounds: quick ? 1 : 2 * runs + 1, seconds: quick ? 2 : 8 }, log);
+    }
     let refresh: RefreshData | undefined;
     if (want.has('refresh')) {
       log('refresh');
@@ -87,10 +92,16 @@ async function main(): Promise<number> {
     }
     // every number measured, for a closer look (bench/out is git-ignored)
     mkdirSync(path.join(lab.root, 'bench/out'), { recursive: true });
-    writeFileSync(path.join(lab.root, 'bench/out/last-run.json'), JSON.stringify({ started, argv: process.argv.slice(2), hot, scale, refresh }, null, 1));
-    if (want.has('fallback') && hot && scale) blocks.fallback = fallbackReport(hot, scale);
+    writeFileSync(path.join(lab.root, 'bench/out/last-run.json'), JSON.stringify({ started, argv: process.argv.slice(2), hot, scale, ab, refresh }, null, 1));
+    if (want.has('fallback') && hot && scale && ab) blocks.fallback = fallbackReport(hot, scale, ab);
 
     const cmd = `bench/run${process.argv.slice(2).length ? ' ' + process.argv.slice(2).join(' ') : ''}`;
+    // each section says when and by which command it was measured: an --only run keeps the others
+    const when = `${started.toISOString().slice(0, 16).replace('T', ' ')} UTC`;
+    for (const id of ['hotpath', 'scale', 'refresh', 'fallback'] as const) {
+      const b = blocks[id];
+      if (b !== undefined) blocks[id] = b.replace(/^(## [^\n]*\n)/, `$1\nMeasured ${when} by \`${cmd}\`.\n`);
+    }
     blocks.header = [
       '# Benchmark results',
       '',
