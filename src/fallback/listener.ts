@@ -126,6 +126,7 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
       return { active: pending + r.active, total, failed, relayed: r.total };
     },
     updateConfig(next) {
+      if (next.fallback.idleTimeoutSeconds !== config.fallback.idleTimeoutSeconds) relay.setIdleTimeout(next.fallback.idleTimeoutSeconds * 1000);
       config = next;
     },
     close: () => new Promise((resolve) => {

@@ -16,6 +16,8 @@ export interface RelayStats { readonly active: number; readonly total: number; r
 export interface Relay {
   add(clientFd: number, courierFd: number, id: number): void;
   stats(): RelayStats;
+  /** A new idle timeout for every connection, current ones included (a reload). */
+  setIdleTimeout(idleTimeoutMs: number): void;
   close(): void;
 }
 
@@ -30,6 +32,7 @@ interface Binding {
   relayCreate(idleTimeoutMs: number, onClose: (e: RelayCloseEvent) => void): object;
   relayAdd(handle: object, clientFd: number, courierFd: number, id: number): void;
   relayStats(handle: object): RelayStats;
+  relaySetIdleTimeout(handle: object, idleTimeoutMs: number): void;
   relayClose(handle: object): void;
 }
 
@@ -52,6 +55,7 @@ export function loadNative(): Native {
       return {
         add: (clientFd, courierFd, id) => b.relayAdd(handle, clientFd, courierFd, id),
         stats: () => b.relayStats(handle),
+        setIdleTimeout: (ms) => b.relaySetIdleTimeout(handle, ms),
         close: () => b.relayClose(handle),
       };
     },

@@ -201,3 +201,23 @@ test('idle connections are closed after fallback.idleTimeoutSeconds', async (t) 
     c.server.close();
   }
 });
+
+test('a reload with a shorter fallback.idleTimeoutSeconds applies to connections already relayed', async (t) => {
+  const c = await courier();
+  const cfg = loopConfig(c.port, { fallback: { idleTimeoutSeconds: 3600 } });
+  const fb = await fallback(cfg, () => ok(['127.0.0.1']));
+  try {
+    const s = await connect(fb.address.port);
+    const done = readAll(s);
+    await new Promise<void>((r) => s.once('data', () => r()));  // relayed: the courier's HELLO arrived
+    const t0 = Date.now();
+    fb.updateConfig(loopConfig(c.port, { fallback: { idleTimeoutSeconds: 1 } }));
+    const { data } = await done;
+    const ms = Date.now() - t0;
+    t.is(data.toString(), 'HELLO\n');
+    t.true(ms >= 500 && ms < 3000, `closed ${ms} ms after the reload (an hour-long timeout before it)`);
+  } finally {
+    await fb.close();
+    c.server.close();
+  }
+});

@@ -143,7 +143,8 @@ typedef struct {
   atomic_int stop;
   conn_t *head;      // every live connection (relay thread only)
   conn_t *graveyard; // closed during this batch, freed after it
-  int64_t idle_ms;
+  _Atomic int64_t idle_ms;  // set by JS on a reload (relaySetIdleTimeout), read by the thread
+  atomic_int retime;        // idle_ms changed: the thread reschedules its next sweep
   char *scratch;
   int pool[POOL_MAX][2];  // empty pipes ready for reuse
   int pooled;
@@ -400,17 +401,20 @@ static void sweep_idle(relay_t *r) {
   int64_t now = now_ms();
   for (conn_t *c = r->head, *next; c; c = next) {
     next = c->next;
-    if (now - c->last >= r->idle_ms) conn_close(r, c, "idle timeout", 0, 0);
+    if (now - c->last >= atomic_load(&r->idle_ms)) conn_close(r, c, "idle timeout", 0, 0);
   }
+}
+
+// How often idle connections are looked for: a quarter of the timeout, within 20 ms..5 s.
+static int64_t sweep_interval(relay_t *r) {
+  int64_t every = atomic_load(&r->idle_ms) / 4;
+  return every > 5000 ? 5000 : every < 20 ? 20 : every;
 }
 
 static void *relay_main(void *arg) {
   relay_t *r = arg;
   struct epoll_event events[MAX_EVENTS];
-  int64_t sweep_every = r->idle_ms / 4;
-  if (sweep_every > 5000) sweep_every = 5000;
-  if (sweep_every < 20) sweep_every = 20;
-  int64_t next_sweep = now_ms() + sweep_every;
+  int64_t next_sweep = now_ms() + sweep_interval(r);
   while (!atomic_load(&r->stop)) {
     int64_t wait = next_sweep - now_ms();
     int n = epoll_wait(r->epfd, events, MAX_EVENTS, wait < 0 ? 0 : (int)wait);
@@ -418,9 +422,10 @@ static void *relay_main(void *arg) {
       if (events[k].data.ptr == NULL) register_incoming(r);
       else handle(r, events[k].data.ptr, events[k].events);
     }
+    if (atomic_exchange(&r->retime, 0)) next_sweep = now_ms() + sweep_interval(r);
     if (now_ms() >= next_sweep) {
       sweep_idle(r);
-      next_sweep = now_ms() + sweep_every;
+      next_sweep = now_ms() + sweep_interval(r);
     }
     bury(r);
   }
@@ -610,6 +615,26 @@ static napi_value RelayStats(napi_env env, napi_callback_info info) {
   return obj;
 }
 
+// relaySetIdleTimeout(handle, ms): a new idle timeout for every connection, current ones included;
+// the thread is woken to reschedule its sweeps for it.
+static napi_value RelaySetIdleTimeout(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_OK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  relay_t *r = argc == 2 ? get_relay(env, argv[0]) : NULL;
+  if (!r) return NULL;
+  double idle = 0;
+  if (napi_get_value_double(env, argv[1], &idle) != napi_ok || !(idle >= 1) || idle > 9e15) {
+    napi_throw_range_error(env, "E_NATIVE", "relaySetIdleTimeout(handle, idleTimeoutMs >= 1)");
+    return NULL;
+  }
+  atomic_store(&r->idle_ms, (int64_t)idle);
+  atomic_store(&r->retime, 1);
+  uint64_t one = 1;
+  if (write(r->evfd, &one, sizeof one) < 0) { /* counter saturated: the thread is awake anyway */ }
+  return NULL;
+}
+
 // relayClose(handle): closes every relayed connection and stops the thread.
 static napi_value RelayClose(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -630,6 +655,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       {"relayCreate", NULL, RelayCreate, NULL, NULL, NULL, napi_default, NULL},
       {"relayAdd", NULL, RelayAdd, NULL, NULL, NULL, napi_default, NULL},
       {"relayStats", NULL, RelayStats, NULL, NULL, NULL, napi_default, NULL},
+      {"relaySetIdleTimeout", NULL, RelaySetIdleTimeout, NULL, NULL, NULL, napi_default, NULL},
       {"relayClose", NULL, RelayClose, NULL, NULL, NULL, napi_default, NULL},
   };
   NAPI_OK(napi_define_properties(env, exports, sizeof props / sizeof props[0], props));
