@@ -17,6 +17,8 @@ export interface Question {
 export interface ExchangeOptions {
   timeoutMs: number;           // whole budget: UDP and, if truncated, the TCP retry
   recursionDesired?: boolean;  // default true
+  dnssecOk?: boolean;          // DO in our OPT (default false): a forwarded validating client's wish
+  checkingDisabled?: boolean;  // CD (default false): likewise
   signal?: AbortSignal;        // abort rejects with signal.reason and closes the socket
 }
 
@@ -42,10 +44,10 @@ export async function exchange(server: HostPort, question: Question, opts: Excha
     throw new RangeError(`exchange: timeoutMs must be a positive integer, got ${show(timeoutMs)}`);
   }
   const q = checkQuestion(question);
-  const rd = opts.recursionDesired ?? true;
+  const flags = { rd: opts.recursionDesired ?? true, dnssecOk: opts.dnssecOk ?? false, cd: opts.checkingDisabled ?? false };
   opts.signal?.throwIfAborted();
   const deadline = performance.now() + timeoutMs;
-  const ctx: Attempt = { server, q, rd, deadline, timeoutMs, signal: opts.signal };
+  const ctx: Attempt = { server, q, flags, deadline, timeoutMs, signal: opts.signal };
   const udp = await udpAttempt(ctx);
   if (!udp.response.flag_tc) return udp;
   return tcpAttempt(ctx);  // truncated: same question over TCP with a fresh ID, in the time left
@@ -53,10 +55,12 @@ export async function exchange(server: HostPort, question: Question, opts: Excha
 
 interface CheckedQuestion { name: string; type: string; class: string }
 
+interface QueryFlags { rd: boolean; dnssecOk: boolean; cd: boolean }
+
 interface Attempt {
   server: HostPort;
   q: CheckedQuestion;
-  rd: boolean;
+  flags: QueryFlags;
   deadline: number;   // performance.now() value
   timeoutMs: number;
   signal: AbortSignal | undefined;
@@ -98,20 +102,21 @@ function checkQuestion(question: Question): CheckedQuestion {
   const type = question.type.toUpperCase();
   const klass = (question.class ?? 'IN').toUpperCase();
   // round-trip through the codec: an unknown type or class name would silently encode as 0
-  const decoded = dnsPacket.decode(encodeQuery(0, { name: question.name, type, class: klass }, true)).questions?.[0];
+  const decoded = dnsPacket.decode(encodeQuery(0, { name: question.name, type, class: klass }, { rd: true, dnssecOk: false, cd: false })).questions?.[0];
   if (decoded?.type !== type) throw new TypeError(`exchange: unknown question type ${show(question.type)}`);
   if (decoded.class !== klass) throw new TypeError(`exchange: unknown question class ${show(question.class)}`);
   return { name: question.name, type, class: klass };
 }
 
-function encodeQuery(id: number, q: CheckedQuestion, rd: boolean): Buffer {
+function encodeQuery(id: number, q: CheckedQuestion, f: QueryFlags): Buffer {
   const opt: dnsPacket.OptAnswer = {
-    type: 'OPT', name: '.', udpPayloadSize: EDNS_UDP_SIZE, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [],
+    type: 'OPT', name: '.', udpPayloadSize: EDNS_UDP_SIZE, extendedRcode: 0, ednsVersion: 0,
+    flags: f.dnssecOk ? dnsPacket.DNSSEC_OK : 0, flag_do: f.dnssecOk, options: [],
   };
   return dnsPacket.encode({
     type: 'query',
     id,
-    flags: rd ? dnsPacket.RECURSION_DESIRED : 0,
+    flags: (f.rd ? dnsPacket.RECURSION_DESIRED : 0) | (f.cd ? dnsPacket.CHECKING_DISABLED : 0),
     questions: [{ name: q.name, type: q.type as dnsPacket.RecordType, class: q.class as dnsPacket.RecordClass }],
     additionals: [opt],
   });
@@ -209,7 +214,7 @@ function malformedError(ctx: Attempt, transport: 'udp' | 'tcp', detail: string):
 
 function udpAttempt(ctx: Attempt): Promise<ExchangeResult> {
   const id = randomInt(0, 65536);
-  const query = encodeQuery(id, ctx.q, ctx.rd);
+  const query = encodeQuery(id, ctx.q, ctx.flags);
   return runAttempt<ExchangeResult>(ctx, (settle) => {
     // a new socket per exchange: the OS picks a random source port, and no state is shared
     const socket = dgram.createSocket(ctx.server.family === 6 ? 'udp6' : 'udp4');
@@ -254,7 +259,7 @@ function closeQuietly(socket: dgram.Socket): void {
 
 function tcpAttempt(ctx: Attempt): Promise<ExchangeResult> {
   const id = randomInt(0, 65536);
-  const query = encodeQuery(id, ctx.q, ctx.rd);
+  const query = encodeQuery(id, ctx.q, ctx.flags);
   return runAttempt<ExchangeResult>(ctx, (settle) => {
     const socket = net.connect({ host: ctx.server.host, port: ctx.server.port, family: ctx.server.family });
     const frames = new FrameReader();

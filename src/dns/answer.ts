@@ -52,6 +52,8 @@ export interface ForwardQuery {
   readonly class: string;
   readonly question: Buffer;   // the client's question section bytes, echoed in the reply
   readonly edns: boolean;      // the client sent OPT: the reply carries ours, else none
+  readonly dnssecOk: boolean;  // its OPT had DO: asked upstream with DO too (a validating client gets signatures)
+  readonly checkingDisabled: boolean;  // CD: asked upstream with CD too (the client validates itself)
   readonly limit: number;      // the largest reply this client takes on its transport
 }
 
@@ -214,6 +216,8 @@ export function answerQuery(r: Responder, msg: Buffer, transport: Transport, all
       type, class: klass,
       question: Buffer.from(msg.subarray(HEADER_SIZE, questionEnd)),
       edns,
+      dnssecOk: opt?.dnssecOk ?? false,
+      checkingDisabled: (msg[3]! & FLAG3_CD) !== 0,
       limit: transport === 'tcp' ? TCP_LIMIT : udpLimit(opt?.udpSize),
     },
   };

@@ -60,7 +60,7 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
       const server = servers[i]!;
       try {
         const result = await exchange(server, { name: q.name, type: q.type, class: q.class }, {
-          timeoutMs, recursionDesired: q.rd, signal: aborter.signal,
+          timeoutMs, recursionDesired: q.rd, dnssecOk: q.dnssecOk, checkingDisabled: q.checkingDisabled, signal: aborter.signal,
         });
         const rcode = result.response.rcode;
         outcome = rcode;

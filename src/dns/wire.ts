@@ -100,6 +100,7 @@ export interface Opt {
   udpSize: number;       // requestor's payload size (the CLASS field)
   extRcode: number;      // upper 8 bits of the extended rcode
   version: number;
+  dnssecOk: boolean;     // the DO flag: the requestor wants DNSSEC records (RFC 3225)
 }
 
 export interface Sections {
@@ -139,6 +140,7 @@ export function walkRecords(msg: Uint8Array, questionEnd: number): Sections | un
         udpSize: (msg[nameEnd + 2]! << 8) | msg[nameEnd + 3]!,
         extRcode: msg[nameEnd + 4]!,
         version: msg[nameEnd + 5]!,
+        dnssecOk: (msg[nameEnd + 6]! & 0x80) !== 0,
       };
       optIndex = i;
     }

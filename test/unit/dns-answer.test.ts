@@ -110,7 +110,7 @@ for (const row of rows) {
     } else if ('forward' in row.expect) {
       t.is(d.kind, 'forward');
       const f = (d as { query: ForwardQuery }).query;
-      t.like(f, { ...row.expect.forward, class: row.expect.forward.class ?? 'IN', id: 0x1234, rd: true, limit: 512 });
+      t.like(f, { ...row.expect.forward, class: row.expect.forward.class ?? 'IN', id: 0x1234, rd: true, limit: 512, dnssecOk: false, checkingDisabled: false });
       t.is(dnsNameProblem(f.name), undefined, 'exchange() accepts the name');
       t.deepEqual(f.question, row.msg.subarray(12, row.msg.length - (f.edns ? 11 : 0)));
     } else {
@@ -123,6 +123,20 @@ test('answer: BADVERS carries extended rcode 1 in our OPT', (t) => {
   const r = reply(answerQuery(responder, q('5-courier.push.apple.com', 'A', { edns: { version: 1 } }), 'udp', true));
   t.like(optOf(r), { extendedRcode: 1, ednsVersion: 0, udpPayloadSize: 1232 });
   t.is(r.answers?.length, 0);
+});
+
+test('forward: the client\'s DO and CD travel with the query (a validating client gets what it asked for)', (t) => {
+  const cases: [string, Buffer, boolean, boolean][] = [
+    ['DO in the OPT', q('forward.example.test', 'A', { edns: { dnssecOk: true } }), true, false],
+    ['CD in the header', q('forward.example.test', 'A', { cd: true }), false, true],
+    ['both', q('forward.example.test', 'DS', { cd: true, edns: { dnssecOk: true } }), true, true],
+    ['neither, with EDNS', q('forward.example.test', 'A', { edns: {} }), false, false],
+  ];
+  for (const [what, msg, dnssecOk, checkingDisabled] of cases) {
+    const d = answerQuery(responder, msg, 'udp', true);
+    t.is(d.kind, 'forward', what);
+    t.like((d as { query: ForwardQuery }).query, { dnssecOk, checkingDisabled }, what);
+  }
 });
 
 test('answer: RD and CD copied, ID echoed', (t) => {
@@ -252,7 +266,7 @@ test('answer bytes are the precomputed template with ID, flags and question patc
 // Relaying upstream answers
 function fq(over: Partial<ForwardQuery> = {}): ForwardQuery {
   const msg = q('Big.Example.TEST');
-  return { id: 0x4242, rd: true, name: 'Big.Example.TEST', type: 'A', class: 'IN', question: msg.subarray(12), edns: false, limit: 512, ...over };
+  return { id: 0x4242, rd: true, name: 'Big.Example.TEST', type: 'A', class: 'IN', question: msg.subarray(12), edns: false, dnssecOk: false, checkingDisabled: false, limit: 512, ...over };
 }
 
 function upstreamReply(count: number, opt: boolean, name = 'big.example.test'): Buffer {

@@ -28,10 +28,10 @@ type Script = Record<string, 'timeout' | 'network' | 'SERVFAIL' | 'REFUSED' | 'N
 
 /** An exchange() that answers per server from a script, without sockets; records the calls. */
 function scripted(script: Script) {
-  const calls: { server: string; name: string; rd: boolean | undefined }[] = [];
+  const calls: { server: string; name: string; rd: boolean | undefined; dnssecOk?: boolean | undefined; cd?: boolean | undefined }[] = [];
   const fake: typeof exchange = async (server, question, opts) => {
     const key = `${server.host}:${server.port}`;
-    calls.push({ server: key, name: question.name, rd: opts.recursionDesired });
+    calls.push({ server: key, name: question.name, rd: opts.recursionDesired, dnssecOk: opts.dnssecOk, cd: opts.checkingDisabled });
     const what = script[key] ?? 'timeout';
     if (what === 'timeout') throw new ApnsProxyError('E_TIMEOUT', 'scripted timeout');
     if (what === 'network') throw new ApnsProxyError('E_NETWORK', 'scripted unreachable');
@@ -79,6 +79,14 @@ test('forward: RD off is passed on', async (t) => {
   const f = createForwarder({ servers: [S1], timeoutMs: 100, maxInFlight: 4, exchange: fake });
   t.false(decode(await f.forward(forwardQuery('x.example.test', { rd: false }))).flag_rd);
   t.false(calls[0]!.rd);
+});
+
+test('forward: the client\'s DO and CD are passed on; a plain query asks without them', async (t) => {
+  const { fake, calls } = scripted({ '192.0.2.10:53': 'NOERROR' });
+  const f = createForwarder({ servers: [S1], timeoutMs: 100, maxInFlight: 4, exchange: fake });
+  await f.forward(forwardQuery('x.example.test', { cd: true, edns: { dnssecOk: true } }));
+  await f.forward(forwardQuery('x.example.test'));
+  t.deepEqual(calls.map((c) => [c.dnssecOk, c.cd]), [[true, true], [false, false]]);
 });
 
 test('forward: over maxInFlight → SERVFAIL at once, no upstream query', async (t) => {

@@ -106,7 +106,7 @@ test('fuzz, pure: 50 000 hostile upstream replies to relay; no throw, client ID 
     answers: [{ type: 'A', name: 'forward.example.test', ttl: 5, data: '198.51.100.1' }, { type: 'CNAME', name: 'forward.example.test', ttl: 5, data: 'x.example.test' }],
     additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] } as dnsPacket.OptAnswer],
   });
-  const q: ForwardQuery = { id: 0x7777, rd: true, name: 'forward.example.test', type: 'A', class: 'IN', question: query('forward.example.test').subarray(12), edns: false, limit: 512 };
+  const q: ForwardQuery = { id: 0x7777, rd: true, name: 'forward.example.test', type: 'A', class: 'IN', question: query('forward.example.test').subarray(12), edns: false, dnssecOk: false, checkingDisabled: false, limit: 512 };
   let relayed = 0;
   for (let i = 0; i < 50_000; i++) {
     const m = Buffer.from(base);

@@ -19,16 +19,18 @@ export interface QueryOptions {
   edns?: {                    // an OPT record, written by hand so every field is under the test's control
     size?: number;            // default 4096
     version?: number;
+    dnssecOk?: boolean;       // the DO flag
     options?: Buffer;         // raw option bytes (code, length, data)
   };
 }
 
 /** The wire bytes of an OPT record. */
-export function optBytes(size = 4096, version = 0, options: Buffer = Buffer.alloc(0)): Buffer {
+export function optBytes(size = 4096, version = 0, options: Buffer = Buffer.alloc(0), dnssecOk = false): Buffer {
   const head = Buffer.alloc(11);
   head.writeUInt16BE(41, 1);
   head.writeUInt16BE(size, 3);
   head[6] = version;
+  head[7] = dnssecOk ? 0x80 : 0;
   head.writeUInt16BE(options.length, 9);
   return Buffer.concat([head, options]);
 }
@@ -49,7 +51,7 @@ export function query(name: string, type = 'A', o: QueryOptions = {}): Buffer {
     type: 'query', id: o.id ?? 0x1234, flags,
     questions: [{ name, type: type as dnsPacket.RecordType, class: (o.klass ?? 'IN') as dnsPacket.RecordClass }],
   });
-  return o.edns ? withAdditional(msg, optBytes(o.edns.size, o.edns.version, o.edns.options)) : msg;
+  return o.edns ? withAdditional(msg, optBytes(o.edns.size, o.edns.version, o.edns.options, o.edns.dnssecOk)) : msg;
 }
 
 export function decode(bytes: Buffer): Decoded {

@@ -36,6 +36,18 @@ test('recursionDesired: false clears RD', async (t) => {
   t.false(dns.queries[0]!.packet.flag_rd);
 });
 
+test('dnssecOk and checkingDisabled set DO and CD in the query; by default neither', async (t) => {
+  const dns = await startScriptedDns(answerFor);
+  t.teardown(() => dns.close());
+  await exchange(dns.hostPort, { name: 'host.example', type: 'A' }, { timeoutMs: 1000 });
+  await exchange(dns.hostPort, { name: 'host.example', type: 'A' }, { timeoutMs: 1000, dnssecOk: true, checkingDisabled: true });
+  const flags = dns.queries.map((x) => {
+    const opt = x.packet.additionals?.find((r) => r.type === 'OPT') as dnsPacket.OptAnswer | undefined;
+    return { do: opt?.flag_do, cd: x.packet.flag_cd };
+  });
+  t.deepEqual(flags, [{ do: false, cd: false }, { do: true, cd: true }]);
+});
+
 test('rcode is not interpreted: SERVFAIL is a valid reply', async (t) => {
   const dns = await startScriptedDns(() => ({ rcode: 'SERVFAIL' }));
   t.teardown(() => dns.close());
