@@ -23,9 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
+#include "load-common.h"
 
 enum { FREE, CONNECTING, GREETING, ECHO };
 typedef struct {
@@ -33,46 +31,6 @@ typedef struct {
   uint8_t state;
   int64_t deadline;
 } slot_t;
-
-#define MAX_DST 256
-#define NERR 32
-static struct sockaddr_in dsts[MAX_DST];
-static int ndst;
-static const char *err_names[NERR];
-static long err_counts[NERR];
-static volatile sig_atomic_t stop;
-static void on_signal(int sig) { (void)sig; stop = 1; }
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void count_error(const char *name) {
-  for (int i = 0; i < NERR; i++) {
-    if (err_names[i] == NULL) err_names[i] = name;
-    if (!strcmp(err_names[i], name)) { err_counts[i]++; return; }
-  }
-}
-
-static const char *errname(int e) {
-  const char *n = strerrorname_np(e);
-  return n ? n : "EUNKNOWN";
-}
-
-static int parse_dst(char *list) {
-  for (char *tok = strtok(list, ","); tok && ndst < MAX_DST; tok = strtok(NULL, ",")) {
-    char *colon = strrchr(tok, ':');
-    if (!colon) return -1;
-    *colon = 0;
-    dsts[ndst].sin_family = AF_INET;
-    dsts[ndst].sin_port = htons((unsigned short)atoi(colon + 1));
-    if (inet_pton(AF_INET, tok, &dsts[ndst].sin_addr) != 1) return -1;
-    ndst++;
-  }
-  return ndst > 0 ? 0 : -1;
-}
 
 int main(int argc, char **argv) {
   char *dst = NULL, *src = NULL;

@@ -26,9 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef IP_BIND_ADDRESS_NO_PORT
-#define IP_BIND_ADDRESS_NO_PORT 24
-#endif
+#include "load-common.h"
 
 enum { FREE, CONNECTING, GREETING, HELD, CHECKING, DEAD };
 
@@ -38,36 +36,8 @@ typedef struct {
   int64_t deadline;
 } conn_t;
 
-#define MAX_DST 256
-#define NERR 32
-
-static struct sockaddr_in dsts[MAX_DST];
-static int ndst;
 static conn_t *conns;
 static int count;
-static const char *err_names[NERR];
-static long err_counts[NERR];
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig) { (void)sig; stop = 1; }
-
-static int64_t now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void count_error(const char *name) {
-  for (int i = 0; i < NERR; i++) {
-    if (err_names[i] == NULL) err_names[i] = name;
-    if (!strcmp(err_names[i], name)) { err_counts[i]++; return; }
-  }
-}
-
-static const char *errname(int e) {
-  const char *n = strerrorname_np(e);
-  return n ? n : "EUNKNOWN";
-}
 
 static void kill_conn(int ep, conn_t *c) {
   if (c->fd >= 0) {
@@ -81,19 +51,6 @@ static void kill_conn(int ep, conn_t *c) {
 static void close_all_and_exit(int code) {
   for (int i = 0; i < count; i++) if (conns[i].fd >= 0) close(conns[i].fd);  // SO_LINGER 0: RST
   exit(code);
-}
-
-static int parse_dst(char *list) {
-  for (char *tok = strtok(list, ","); tok && ndst < MAX_DST; tok = strtok(NULL, ",")) {
-    char *colon = strrchr(tok, ':');
-    if (!colon) return -1;
-    *colon = 0;
-    dsts[ndst].sin_family = AF_INET;
-    dsts[ndst].sin_port = htons((unsigned short)atoi(colon + 1));
-    if (inet_pton(AF_INET, tok, &dsts[ndst].sin_addr) != 1) return -1;
-    ndst++;
-  }
-  return ndst > 0 ? 0 : -1;
 }
 
 int main(int argc, char **argv) {
