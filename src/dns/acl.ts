@@ -1,6 +1,18 @@
 // Which clients may use the DNS server (dns.allowClients). Anyone else gets REFUSED: never an open resolver.
 import { BlockList, isIP } from 'node:net';
 
+/**
+ * One dns.allowClients entry as BlockList takes it: address, family and prefix length (a bare
+ * address is a /32 or /128; host bits are left for BlockList to ignore). undefined: not an address.
+ */
+export function aclEntry(cidr: string): { address: string; family: 4 | 6; prefix: number } | undefined {
+  const slash = cidr.lastIndexOf('/');
+  const address = slash === -1 ? cidr : cidr.slice(0, slash);
+  const family = isIP(address);
+  if (family !== 4 && family !== 6) return undefined;
+  return { address, family, prefix: slash === -1 ? (family === 4 ? 32 : 128) : Number(cidr.slice(slash + 1)) };
+}
+
 /** Verdicts are cached per address string; the cache is bounded and simply cleared when full. */
 const CACHE_LIMIT = 4096;
 
@@ -13,12 +25,9 @@ export class ClientAcl {
   /** `cidrs` as config validated them ("192.0.2.0/24", "fd00::/8"); an empty list allows nobody. */
   constructor(cidrs: readonly string[]) {
     for (const cidr of cidrs) {
-      const slash = cidr.lastIndexOf('/');
-      const address = slash === -1 ? cidr : cidr.slice(0, slash);
-      const family = isIP(address);
-      if (family === 0) throw new RangeError(`ClientAcl: ${JSON.stringify(cidr)} is not a CIDR`);
-      const prefix = slash === -1 ? (family === 4 ? 32 : 128) : Number(cidr.slice(slash + 1));
-      this.list.addSubnet(address, prefix, family === 4 ? 'ipv4' : 'ipv6');
+      const entry = aclEntry(cidr);
+      if (entry === undefined) throw new RangeError(`ClientAcl: ${JSON.stringify(cidr)} is not a CIDR`);
+      this.list.addSubnet(entry.address, entry.prefix, entry.family === 4 ? 'ipv4' : 'ipv6');
     }
   }
 

@@ -2,10 +2,10 @@
 // thread per UDP listen socket answers courier queries from the replies buildResponder precomputed
 // and hands every other datagram to JS unchanged. This module only moves things across: it encodes
 // the table the threads answer from (encodeFastTable, pure) and decodes the batches they hand over.
-import { isIP } from 'node:net';
 import { type DnsFastBinding, type DnsFastStats, loadDnsFast } from '../fallback/native.js';
 import type { HostPort } from '../net.js';
 import { parseIPv4 } from '../net.js';
+import { aclEntry } from './acl.js';
 import type { Responder } from './answer.js';
 
 export type { DnsFastStats } from '../fallback/native.js';
@@ -119,12 +119,11 @@ export function encodeFastTable(r: Responder, allowClients: readonly string[], a
   head[5] = answer ? 1 : 0;
   const nets: Buffer[] = [];
   for (const cidr of allowClients) {
-    const slash = cidr.lastIndexOf('/');
-    const address = slash === -1 ? cidr : cidr.slice(0, slash);
-    if (isIP(address) !== 4) continue;
+    const entry = aclEntry(cidr);  // parsed as ClientAcl parses it, so both judge a client alike
+    if (entry?.family !== 4) continue;
     const net = Buffer.alloc(5);
-    net.writeUInt32BE(parseIPv4(address)!, 0);
-    net[4] = slash === -1 ? 32 : Number(cidr.slice(slash + 1));
+    net.writeUInt32BE(parseIPv4(entry.address)!, 0);
+    net[4] = entry.prefix;
     nets.push(net);
   }
   // dnsfast.c takes at most MAX_FAST_NETS; with more, no IPv4 client is answered natively (JS decides all)
