@@ -52,14 +52,8 @@ int main(int argc, char **argv) {
   }
   struct sockaddr_in srcaddr = {.sin_family = AF_INET};
   if (src && inet_pton(AF_INET, src, &srcaddr.sin_addr) != 1) { fprintf(stderr, "churn: bad --src\n"); return 2; }
-  struct rlimit rl;
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  raise_nofile();
+  stop_on_signals(0);
   alarm((unsigned)(seconds + timeout_ms / 1000 + 30));  // hard bound even if something hangs
 
   slot_t *slots = calloc((size_t)max_inflight, sizeof *slots);

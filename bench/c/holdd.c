@@ -19,10 +19,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_PORTS 8
+#include "proc-common.h"
 
-static volatile sig_atomic_t stop;
-static void on_signal(int sig) { (void)sig; stop = 1; }
+#define MAX_PORTS 8
 
 int main(int argc, char **argv) {
   int ports[MAX_PORTS], nports = 0;
@@ -33,15 +32,8 @@ int main(int argc, char **argv) {
     else { fprintf(stderr, "usage: holdd --port P [--port P2] [--max-seconds S]\n"); return 2; }
   }
   if (nports == 0 || max_seconds < 1) { fprintf(stderr, "holdd: bad arguments\n"); return 2; }
-  struct rlimit rl;
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGALRM, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  raise_nofile();
+  stop_on_signals(1);
   alarm(max_seconds);
 
   int ep = epoll_create1(EPOLL_CLOEXEC);

@@ -72,16 +72,9 @@ int main(int argc, char **argv) {
   }
   struct sockaddr_in srcaddr = {.sin_family = AF_INET};
   if (src && inet_pton(AF_INET, src, &srcaddr.sin_addr) != 1) { fprintf(stderr, "holder: bad --src\n"); return 2; }
-  struct rlimit rl;
-  getrlimit(RLIMIT_NOFILE, &rl);
-  rl.rlim_cur = rl.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &rl);
-  if ((rlim_t)count + 16 > rl.rlim_cur) { fprintf(stderr, "holder: open-file limit %lu is too low for %d\n", (unsigned long)rl.rlim_cur, count); return 2; }
-  struct sigaction sa = {.sa_handler = on_signal};
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  sigaction(SIGALRM, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  rlim_t nofile = raise_nofile();
+  if ((rlim_t)count + 16 > nofile) { fprintf(stderr, "holder: open-file limit %lu is too low for %d\n", (unsigned long)nofile, count); return 2; }
+  stop_on_signals(1);
   alarm(max_seconds);
 
   conns = calloc((size_t)count, sizeof *conns);

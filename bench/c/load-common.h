@@ -1,5 +1,5 @@
 // What the load clients (churn.c, holder.c) share: the destination list, error counting by errno
-// name, a stop flag for SIGINT/SIGTERM and a monotonic clock. Each includes it once; nothing here
+// name and a monotonic clock (and proc-common.h). Each includes it once; nothing here
 // is meant for any other program.
 #ifndef APNS_PROXY_BENCH_LOAD_COMMON_H
 #define APNS_PROXY_BENCH_LOAD_COMMON_H
@@ -12,6 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "proc-common.h"
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
@@ -23,10 +25,6 @@ static struct sockaddr_in dsts[MAX_DST];
 static int ndst;
 static const char *err_names[NERR];
 static long err_counts[NERR];
-static volatile sig_atomic_t stop;
-
-static void on_signal(int sig) { (void)sig; stop = 1; }
-
 static int64_t now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
