@@ -422,7 +422,8 @@ static void *relay_main(void *arg) {
       if (events[k].data.ptr == NULL) register_incoming(r);
       else handle(r, events[k].data.ptr, events[k].events);
     }
-    if (atomic_exchange(&r->retime, 0)) next_sweep = now_ms() + sweep_interval(r);
+    // a plain load first: the locked exchange only on the rare wake-up that follows a reload
+    if (atomic_load_explicit(&r->retime, memory_order_relaxed) && atomic_exchange(&r->retime, 0)) next_sweep = now_ms() + sweep_interval(r);
     if (now_ms() >= next_sweep) {
       sweep_idle(r);
       next_sweep = now_ms() + sweep_interval(r);
