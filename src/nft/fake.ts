@@ -1,7 +1,8 @@
 // An in-memory nft for tests: understands the scripts render.ts writes and commits them
 // all-or-nothing, failing where the kernel would (delete of a missing element, add over a different value).
 import { ApnsProxyError } from '../errors.js';
-import type { LiveMap, NftRunner } from './runner.js';
+import { STAMP_PREFIX } from './render.js';
+import type { LiveMap, NftRunner, TableOwner } from './runner.js';
 
 interface FakeTable { stamp: string | null; rules: string; elements: Map<string, string>; handle: number }
 
@@ -60,6 +61,17 @@ export class FakeNft implements NftRunner {
   async readMap(table: string): Promise<LiveMap | null> {
     const t = this.tables.get(table);
     return t ? { stamp: t.stamp, elements: new Map(t.elements) } : null;
+  }
+
+  async tableOwner(table: string): Promise<TableOwner> {
+    const t = this.tables.get(table);
+    if (!t) return 'absent';
+    return t.stamp?.startsWith(STAMP_PREFIX) ? 'ours' : 'foreign';
+  }
+
+  /** A table somebody else owns (the operator's `inet filter`, say), for tests that it is never touched. */
+  addForeignTable(name: string, rules = `table inet ${name} { }`): void {
+    this.tables.set(name, { stamp: null, rules, elements: new Map(), handle: ++this.handles });
   }
 
   async tableHandle(table: string): Promise<number | null> {

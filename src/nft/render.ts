@@ -5,6 +5,9 @@ import { SLOTS } from '../mapping.js';
 
 export const MAP_NAME = 'couriers4';
 
+/** Every stamp renderRuleset writes starts with this: the mark that says a table is ours. */
+export const STAMP_PREFIX = 'apns-proxy ';
+
 /** Element key ("VIP . slot") → courier address. */
 export type ElementMap = ReadonlyMap<string, string>;
 
@@ -47,7 +50,7 @@ export function renderRuleset(template: string, config: RulesetConfig): { text: 
       if (v === undefined) throw new Error(`nft template: unknown placeholder {{${name}}}`);
       return v;
     });
-  const stamp = `apns-proxy ${createHash('sha256').update(fill(body, { stamp: '' })).digest('hex').slice(0, 16)}`;
+  const stamp = `${STAMP_PREFIX}${createHash('sha256').update(fill(body, { stamp: '' })).digest('hex').slice(0, 16)}`;
   return { text: `${fill(body, { stamp })}\n`, stamp };
 }
 

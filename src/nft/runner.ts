@@ -1,6 +1,6 @@
 // The one place that talks to nft: scripts go in on stdin (`nft -f -`, one atomic transaction).
 import { ApnsProxyError } from '../errors.js';
-import { MAP_NAME } from './render.js';
+import { MAP_NAME, STAMP_PREFIX } from './render.js';
 
 /** What is in the kernel for our table: null when the table or map does not exist. */
 export interface LiveMap {
@@ -15,7 +15,15 @@ export interface NftRunner {
   readMap(table: string): Promise<LiveMap | null>;
   /** The kernel's handle for our table (new on every re-creation), null when it does not exist. */
   tableHandle(table: string): Promise<number | null>;
+  /**
+   * Whose table this is: 'absent', 'ours' (its map carries our stamp comment, "apns-proxy …"), or
+   * 'foreign' (a table of that name that we did not write: never to be replaced or deleted).
+   */
+  tableOwner(table: string): Promise<TableOwner>;
 }
+
+export type TableOwner = 'absent' | 'ours' | 'foreign';
+
 
 export type Exec = (file: string, args: string[], opts: { input?: string }) =>
   Promise<{ stdout: string; stderr: string; exitCode: number | undefined; failed: boolean; code?: string | undefined }>;
@@ -43,6 +51,14 @@ export function createNftRunner(exec: Exec, nftPath = 'nft'): NftRunner {
       }
       return parseMapJson(r.stdout);
     },
+    async tableOwner(table) {
+      const r = await run(['-j', 'list', 'table', 'inet', table]);
+      if (r.failed) {
+        if (/No such file or directory/.test(r.stderr)) return 'absent';
+        throw new ApnsProxyError('E_NFT', `nft list table inet ${table} failed: ${r.stderr.trim()}`);
+      }
+      return parseTableOwner(r.stdout, table);
+    },
     async tableHandle(table) {
       const r = await run(['-j', 'list', 'tables', 'inet']);
       if (r.failed) throw new ApnsProxyError('E_NFT', `nft list tables failed: ${r.stderr.trim()}`);
@@ -61,6 +77,18 @@ export function parseTableHandle(text: string, table: string): number | null {
   }
   const t = doc.nftables?.find((o) => o.table?.family === 'inet' && o.table.name === table)?.table;
   return typeof t?.handle === 'number' ? t.handle : null;
+}
+
+/** 'ours' when `nft -j list table` shows our map with our stamp comment, else 'foreign'. */
+export function parseTableOwner(text: string, table: string): TableOwner {
+  let doc: { nftables?: { map?: { table?: string; name?: string; comment?: string } }[] };
+  try {
+    doc = JSON.parse(text) as typeof doc;
+  } catch {
+    throw new ApnsProxyError('E_NFT', `nft printed JSON we cannot parse: ${text.slice(0, 80)}`);
+  }
+  const map = doc.nftables?.find((o) => o.map?.table === table && o.map.name === MAP_NAME)?.map;
+  return map?.comment?.startsWith(STAMP_PREFIX) ? 'ours' : 'foreign';
 }
 
 interface JsonMap { map?: { comment?: string; elem?: unknown[] } }

@@ -71,3 +71,23 @@ test('full sync replaces the table atomically and can drop a renamed one', (t) =
   t.is(script, 'add table inet old\ndelete table inet old\nadd table inet t\ndelete table inet t\ntable inet t {\n}\n');
   t.is(renderFlush('t'), 'add table inet t\ndelete table inet t\n');
 });
+
+test('table ownership: our stamped map says ours; a same-named table without it is foreign', async (t) => {
+  const { parseTableOwner } = await import('../../src/nft/runner.js');
+  const { FakeNft } = await import('../../src/nft/fake.js');
+  const list = (comment?: string) => JSON.stringify({ nftables: [
+    { table: { family: 'inet', name: 'filter', handle: 1 } },
+    { map: { family: 'inet', name: 'couriers4', table: 'filter', ...(comment ? { comment } : {}) } },
+  ] });
+  t.is(parseTableOwner(list('apns-proxy 0123456789abcdef'), 'filter'), 'ours');
+  t.is(parseTableOwner(list(), 'filter'), 'foreign');
+  t.is(parseTableOwner(list('somebody else'), 'filter'), 'foreign');
+  t.is(parseTableOwner(JSON.stringify({ nftables: [{ table: { family: 'inet', name: 'filter' } }] }), 'filter'), 'foreign');
+  const nft = new FakeNft();
+  t.is(await nft.tableOwner('apns_proxy'), 'absent');
+  nft.addForeignTable('filter');
+  t.is(await nft.tableOwner('filter'), 'foreign');
+  const config = testConfig();
+  await nft.apply(renderFullSync(renderRuleset(TEMPLATE, config).text, 'apns_proxy', new Map()));
+  t.is(await nft.tableOwner('apns_proxy'), 'ours');
+});
