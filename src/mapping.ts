@@ -2,7 +2,7 @@
 // decide per courier which addresses the kernel should map and in which state it is.
 import type { Config } from './config.js';
 import { courierNumbers, vipFor } from './couriers.js';
-import { inAnyCidr, sortUniqueIPv4 } from './net.js';
+import { cidrContains, inAnyCidr, parseIPv4, sortUniqueIPv4 } from './net.js';
 import type { Resolution } from './resolver.js';
 
 /** Connections to a VIP are spread over this many map slots (numgen random mod SLOTS). */
@@ -46,6 +46,15 @@ export interface MappingOutput {
   readonly warnings: readonly string[];  // addresses dropped because outside allowedUpstreamNets
 }
 
+/**
+ * The one rule for every address the kernel or the fallback may get, whatever its origin (a fresh
+ * answer, the state file, the live map): inside allowedUpstreamNets and never one of our own VIPs.
+ */
+export function allowedAddress(config: Pick<Config, 'allowedUpstreamNets' | 'vipPrefix'>, address: string): boolean {
+  const a = parseIPv4(address);
+  return a !== undefined && inAnyCidr(config.allowedUpstreamNets, address) && !cidrContains(config.vipPrefix, a);
+}
+
 export function emptyRecord(n: number): CourierRecord {
   return { n, addresses: [], resolvedAt: null, ttl: null, exists: null, checkedAt: null, error: null };
 }
@@ -55,13 +64,13 @@ export function desiredMapping(input: MappingInput): MappingOutput {
   const warnings: string[] = [];
   const couriers = new Map<number, CourierView>();
   for (const n of courierNumbers(config)) {
-    const prev = previous.get(n) ?? emptyRecord(n);
+    const prev = sanitized(previous.get(n) ?? emptyRecord(n), config, warnings);
     const res = results?.get(n);
     let record: CourierRecord = prev;
     let freshNow = false;
     if (res?.kind === 'ok') {
       const sorted = sortUniqueIPv4(res.addresses);
-      const allowed = sorted.filter((a) => inAnyCidr(config.allowedUpstreamNets, a));
+      const allowed = sorted.filter((a) => allowedAddress(config, a));
       const dropped = sorted.filter((a) => !allowed.includes(a));
       if (dropped.length > 0) {
         warnings.push(`courier ${n}: ignored ${dropped.join(',')} (outside allowedUpstreamNets)`);
@@ -89,6 +98,15 @@ export function desiredMapping(input: MappingInput): MappingOutput {
     }));
   }
   return { snapshot: Object.freeze({ at: now, couriers }), warnings };
+}
+
+/** Last-known-good passes the current allow-list too (a reload may have narrowed it; a state file may lie). */
+function sanitized(record: CourierRecord, config: MappingInput['config'], warnings: string[]): CourierRecord {
+  const kept = record.addresses.filter((a) => allowedAddress(config, a));
+  if (kept.length === record.addresses.length) return record;
+  const dropped = record.addresses.filter((a) => !kept.includes(a));
+  warnings.push(`courier ${record.n}: dropped last-known-good ${dropped.join(',')} (outside allowedUpstreamNets)`);
+  return { ...record, addresses: kept };
 }
 
 function stateOf(record: CourierRecord, freshNow: boolean, now: number, maxStaleSeconds: number): CourierState {
