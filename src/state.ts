@@ -1,6 +1,6 @@
 // The state file: last-known-good per courier, so a restart can program the kernel before
 // the first resolution. Written atomically (temp file, fsync, rename) so a crash never leaves half a file.
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ApnsProxyError, errorMessage } from './errors.js';
 import type { CourierView, Snapshot } from './mapping.js';
@@ -8,6 +8,8 @@ import { sortUniqueIPv4 } from './net.js';
 
 export const STATE_FILE = 'state.json';
 const VERSION = 1;
+/** 254 couriers take ~60 KB; anything near this is not ours, and is never read whole. */
+export const MAX_STATE_BYTES = 16 * 1024 * 1024;
 
 export interface StateFile {
   readonly version: 1;
@@ -18,6 +20,8 @@ export interface StateFile {
 export interface StateStore {
   load(): Promise<StateFile | null>;  // null when there is no state yet
   save(snapshot: Snapshot): Promise<void>;
+  /** Moves an unusable state file out of the way (kept for the operator); returns where, or null. */
+  setAside?(): Promise<string | null>;
 }
 
 export function createStateStore(dir: string): StateStore {
@@ -26,12 +30,31 @@ export function createStateStore(dir: string): StateStore {
     async load() {
       let text: string;
       try {
-        text = await readFile(path, 'utf8');
+        const fh = await open(path, 'r');
+        try {
+          const { size, isFile } = await fh.stat().then((st) => ({ size: st.size, isFile: st.isFile() }));
+          if (!isFile) throw new ApnsProxyError('E_STATE', `${path} is not a regular file`);
+          if (size > MAX_STATE_BYTES) throw new ApnsProxyError('E_STATE', `${path} is ${size} bytes, more than a state file can be (${MAX_STATE_BYTES})`);
+          text = await fh.readFile('utf8');
+        } finally {
+          await fh.close();
+        }
       } catch (err) {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        if (err instanceof ApnsProxyError) throw err;
         throw new ApnsProxyError('E_STATE', `cannot read ${path}: ${errorMessage(err)}`);
       }
       return parseState(text, path);
+    },
+    async setAside() {
+      const aside = `${path}.bad`;
+      try {
+        await rename(path, aside);
+        return aside;
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+        throw err;
+      }
     },
     async save(snapshot) {
       const body: StateFile = { version: VERSION, savedAt: snapshot.at, couriers: [...snapshot.couriers.values()] };

@@ -84,3 +84,24 @@ test('status names a never-resolved courier\'s error once', (t) => {
   const row = statusRows(config, { version: 1, savedAt: 0, couriers: [...snap.couriers.values()] }, null, 0)[2]!;
   t.is(row.note, 'never resolved, E_TIMEOUT: no reply');
 });
+
+test('an oversized or non-file state is E_STATE without being read whole; setAside keeps it for the operator', async (t) => {
+  const { MAX_STATE_BYTES } = await import('../../src/state.js');
+  const { truncate, mkdir, stat } = await import('node:fs/promises');
+  const dir = await mkdtemp(join(tmpdir(), 'apx-state-'));
+  try {
+    const store = createStateStore(dir);
+    await writeFile(join(dir, 'state.json'), '');
+    await truncate(join(dir, 'state.json'), 300 * 1024 * 1024);  // sparse: costs no disk
+    const err = await t.throwsAsync(store.load());
+    t.is((err as { code?: string }).code, 'E_STATE');
+    t.regex(err!.message, new RegExp(`is 314572800 bytes, more than a state file can be \\(${MAX_STATE_BYTES}\\)`));
+    t.is(await store.setAside!(), join(dir, 'state.json.bad'));
+    t.is((await stat(join(dir, 'state.json.bad'))).size, 300 * 1024 * 1024);
+    t.is(await store.load(), null);
+    await mkdir(join(dir, 'state.json'));
+    t.regex((await t.throwsAsync(store.load()))!.message, /is not a regular file/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
