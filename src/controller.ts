@@ -1,11 +1,13 @@
 // The refresh cycle (kube-proxy style): declare the whole desired state, diff it against what the
 // kernel was last given, send one transaction; publish and persist only after the kernel accepted it.
+import { isDeepStrictEqual } from 'node:util';
 import type { Config } from './config.js';
-import { courierName, courierNumbers } from './couriers.js';
-import { errorMessage } from './errors.js';
+import { courierForVip, courierName, courierNumbers } from './couriers.js';
+import { ApnsProxyError, errorMessage } from './errors.js';
 import type { Logger } from './log.js';
-import { type CourierRecord, type Snapshot, describeChanges, desiredElements, desiredMapping } from './mapping.js';
-import { type ElementMap, diffElements, renderDelta, renderFullSync, renderRuleset } from './nft/render.js';
+import { type CourierRecord, type Snapshot, allowedAddress, describeChanges, desiredElements, desiredMapping } from './mapping.js';
+import { sortUniqueIPv4 } from './net.js';
+import { type ElementMap, STAMP_PREFIX, diffElements, renderDelta, renderFullSync, renderRuleset } from './nft/render.js';
 import type { NftRunner } from './nft/runner.js';
 import type { PolicyRouting, RoutingSpec } from './fallback/routing.js';
 import type { Resolution, Resolver } from './resolver.js';
@@ -37,6 +39,9 @@ export interface RefreshReport {
   readonly failed: readonly number[];    // couriers whose resolution failed this cycle
   readonly resolveMs: number;
   readonly nftMs: number;
+  readonly resolved: boolean;            // false: programmed from last-known-good only (daemon start)
+  readonly drift?: string;               // the kernel map differed from what was applied: why (repaired by this cycle)
+  readonly stateError?: string;          // the state file could not be written (the kernel was programmed all the same)
   readonly error?: string;               // why ok is false
 }
 
@@ -52,6 +57,8 @@ export class Controller {
   private routingDone: RoutingSpec | null = null;   // what ensure() last succeeded with
   private dropRouting: RoutingSpec[] = [];
   private records: ReadonlyMap<number, CourierRecord> = new Map();
+  private persisted: ReadonlyMap<number, CourierRecord> = new Map();  // what the state file holds
+  private forcedDrift: string | null = null;          // set by forceFullSync: reported as drift
   private current: Snapshot | undefined;             // published: the kernel accepted it
   private baseline: Snapshot | undefined;            // what change lines compare against
   private running: Promise<RefreshReport> | null = null;
@@ -81,19 +88,63 @@ export class Controller {
     this.reportListeners.push(listener);
   }
 
-  /** Loads last-known-good from the state file; a corrupt file is logged and ignored. */
-  async loadState(): Promise<void> {
+  /**
+   * Loads last-known-good from the state file. An unusable file (corrupt, foreign, too big, a
+   * directory) is logged and set aside as state.json.bad, never silently overwritten.
+   */
+  async loadState(): Promise<'loaded' | 'none' | 'unusable'> {
+    const { store, logger } = this.deps;
     try {
-      const state = await this.deps.store.load();
+      const state = await store.load();
       const views = new Map((state?.couriers ?? []).map((c) => [c.n, c]));
       this.records = views;
+      this.persisted = views;
       // What state says was programmed: the baseline that change lines are written against.
       if (state) this.baseline = Object.freeze({ at: state.savedAt, couriers: views });
-      if (state) this.deps.logger.info(`loaded last-known-good for ${state.couriers.filter((c) => c.addresses.length).length} couriers from state`);
+      if (state) logger.info(`loaded last-known-good for ${state.couriers.filter((c) => c.addresses.length).length} couriers from state`);
+      return state ? 'loaded' : 'none';
     } catch (err) {
-      this.deps.logger.error(`${errorMessage(err)}; starting without last-known-good`);
       this.records = new Map();
+      const aside = await store.setAside?.().catch((e: unknown) => { logger.warn(`state: cannot set the unusable file aside: ${errorMessage(e)}`); return null; });
+      logger.error(`${errorMessage(err)}; starting from the live kernel map${aside ? ` (the file was moved to ${aside})` : ''}`);
+      return 'unusable';
     }
+  }
+
+  /**
+   * Never program less than the kernel already has: couriers the state file knows nothing about
+   * (missing or unusable file) take their addresses from our live map, when its stamp says it is ours.
+   */
+  async adoptLiveMap(reason: string): Promise<number> {
+    const { config, deps } = this;
+    let live;
+    try {
+      live = await deps.nft.readMap(config.nft.table);
+    } catch (err) {
+      deps.logger.warn(`start: cannot read the live kernel map to adopt it: ${errorMessage(err)}`);
+      return 0;
+    }
+    if (!live?.stamp?.startsWith(STAMP_PREFIX)) return 0;
+    const byCourier = new Map<number, string[]>();
+    for (const [key, address] of live.elements) {
+      const n = courierForVip(config, key.split(' . ')[0]!);
+      if (n !== undefined) byCourier.set(n, [...(byCourier.get(n) ?? []), address]);
+    }
+    const now = deps.clock();
+    const records = new Map(this.records);
+    let adopted = 0;
+    for (const [n, addresses] of byCourier) {
+      const known = records.get(n);
+      if (known && known.resolvedAt !== null) continue;  // the state file knows better (incl. NXDOMAIN)
+      const usable = sortUniqueIPv4(addresses).filter((a) => allowedAddress(config, a));
+      if (usable.length === 0) continue;
+      // resolvedAt = now: the kernel held these a moment ago; they age from here like any last-known-good
+      records.set(n, { n, addresses: usable, resolvedAt: now, ttl: null, exists: true, checkedAt: null, error: null });
+      adopted++;
+    }
+    this.records = records;
+    if (adopted > 0) deps.logger.warn(`start: adopted ${adopted} couriers from the live kernel map (${reason})`);
+    return adopted;
   }
 
   /**
@@ -101,9 +152,12 @@ export class Controller {
    * works even while upstream DNS is down. Throws when the kernel refuses.
    */
   async programFromState(): Promise<RefreshReport> {
-    await this.loadState();
+    const loaded = await this.loadState();
+    if (loaded !== 'loaded') await this.adoptLiveMap(loaded === 'none' ? 'no state file' : 'the state file is unusable');
+    else await this.adoptLiveMap('couriers the state file has never resolved');
     const report = await this.cycle(undefined);
-    if (!report.ok) throw new Error(report.error);
+    // Only a refused kernel stops the start: a state file that cannot be written is reported, not fatal.
+    if (report.kernel === 'refused') throw new ApnsProxyError(report.error?.startsWith('E_NOT_OURS') ? 'E_NOT_OURS' : 'E_NFT', report.error ?? 'nft refused');
     return report;
   }
 
@@ -154,6 +208,15 @@ export class Controller {
     this.needsFull = true;
   }
 
+  /**
+   * The next cycle rewrites the whole table (e.g. the fallback caught a connection to a VIP the
+   * map should serve: the kernel does not hold what we think). Reported as drift.
+   */
+  forceFullSync(reason: string): void {
+    this.needsFull = true;
+    this.forcedDrift ??= reason;
+  }
+
   /** Waits for any cycle in progress (used on shutdown). */
   async idle(): Promise<void> {
     while (this.running || this.queued) await (this.queued ?? this.running)?.catch(() => undefined);
@@ -194,14 +257,32 @@ export class Controller {
     const desired = desiredElements(snapshot);
     const { text: ruleset, stamp } = renderRuleset(deps.template, config);
 
+    let drift = this.forcedDrift ?? undefined;
+    this.forcedDrift = null;
     let full = this.needsFull || stamp !== this.appliedStamp || now - this.lastFullAt >= FULL_SYNC_INTERVAL_MS;
-    if (!full && !(await this.tableIntact())) full = true;
+    if (!full) {
+      drift = await this.findDrift(stamp);
+      if (drift !== undefined) {
+        deps.logger.warn(`refresh: ${drift}; full sync repairs it`);
+        full = true;
+      }
+    }
     const diff = diffElements(this.applied, desired);
-    const script = full ? renderFullSync(ruleset, config.nft.table, desired, this.dropTables) : renderDelta(config.nft.table, diff);
+    const script = full ? renderFullSync(ruleset, config.nft.table, desired, await this.ownedDrops()) : renderDelta(config.nft.table, diff);
     const sync: SyncKind = full ? 'full' : script ? 'delta' : 'none';
-    const base = { sync, counts, failed, resolveMs: resolved?.ms ?? 0, elementsChanged: diff.remove.length + diff.add.length };
+    const base = {
+      sync, counts, failed, resolveMs: resolved?.ms ?? 0, elementsChanged: diff.remove.length + diff.add.length,
+      resolved: resolved !== undefined, ...(drift !== undefined ? { drift } : {}),
+    };
 
     const t0 = deps.clock();
+    // Never replace a table we did not write (nft.table "filter" would take the operator's firewall with it).
+    if (full && (await this.tableOwner()) === 'foreign') {
+      this.needsFull = true;
+      const error = `E_NOT_OURS: table inet ${config.nft.table} exists and was not written by apns-proxy (no map couriers4 with our stamp); refusing to replace it. Choose another nft.table, or delete that table yourself if it is a leftover`;
+      deps.logger.error(`refresh: ${error}`);
+      return { ...base, ok: false, kernel: 'refused', changes: [], nftMs: 0, error };
+    }
     if (script) {
       try {
         await deps.nft.apply(script);
@@ -232,31 +313,88 @@ export class Controller {
     for (const l of this.listeners) l(snapshot);
 
     let error: string | undefined = routingError;
-    try {
-      await deps.store.save(snapshot);
-    } catch (err) {
-      error = `kernel programmed but ${errorMessage(err)}`;
-      deps.logger.error(`refresh: ${error}`);
-    }
+    const stateError = await this.persist(snapshot);
+    if (stateError !== undefined) error ??= `kernel programmed but ${stateError}`;
     if (!error && failed.length > 0) error = `resolution failed for ${failed.length} courier(s): ${this.failureSummary(snapshot, failed)}`;
     deps.logger.info(
       `refresh: ${counts.fresh} fresh, ${counts.stale} stale, ${counts.absent} absent; ${sync} sync` +
         `${sync === 'delta' ? ` (${base.elementsChanged} elements)` : ''}; resolve ${base.resolveMs} ms, nft ${nftMs} ms`,
     );
-    return { ...base, ok: error === undefined, kernel: script ? 'applied' : 'unchanged', changes, nftMs, ...(error ? { error } : {}) };
+    return {
+      ...base, ok: error === undefined, kernel: script ? 'applied' : 'unchanged', changes, nftMs,
+      ...(stateError !== undefined ? { stateError } : {}), ...(error ? { error } : {}),
+    };
   }
 
   /**
-   * Cheap check each cycle (one `nft list tables`): a firewall reload (`flush ruleset`) or a hand
-   * edit re-creates or removes our table; then its handle differs and we rewrite it at once
-   * instead of waiting for the hourly full sync.
+   * Writes last-known-good unless the snapshot knows less than the file it would replace (a courier
+   * the file has an answer for and the snapshot has none: records lost at start). Returns the error.
    */
-  private async tableIntact(): Promise<boolean> {
-    if (this.appliedHandle === null) return true;  // unknown (adopted from the kernel): rely on stamps
-    const handle = await this.deps.nft.tableHandle(this.config.nft.table).catch(() => null);
-    if (handle === this.appliedHandle) return true;
-    this.deps.logger.warn(`refresh: table inet ${this.config.nft.table} was ${handle === null ? 'removed' : 're-created'} behind our back; full sync`);
-    return false;
+  private async persist(snapshot: Snapshot): Promise<string | undefined> {
+    const lost = [...this.persisted.values()].filter((r) => r.resolvedAt !== null && snapshot.couriers.get(r.n)?.resolvedAt === null);
+    if (lost.length > 0) {
+      this.deps.logger.warn(`state: not written: it would forget couriers ${ranges(lost.map((r) => r.n))}, which the file has answers for`);
+      return undefined;
+    }
+    try {
+      await this.deps.store.save(snapshot);
+      this.persisted = snapshot.couriers;
+      return undefined;
+    } catch (err) {
+      this.deps.logger.error(`refresh: kernel programmed but ${errorMessage(err)}`);
+      return errorMessage(err);
+    }
+  }
+
+  private async tableOwner(): Promise<'absent' | 'ours' | 'foreign'> {
+    try {
+      return await this.deps.nft.tableOwner(this.config.nft.table);
+    } catch {
+      return 'absent';  // cannot tell: the transaction itself will fail loudly if nft is broken
+    }
+  }
+
+  /** Tables a reload moved away from: dropped only when they are ours. */
+  private async ownedDrops(): Promise<string[]> {
+    const out: string[] = [];
+    for (const table of this.dropTables) {
+      const owner = await this.deps.nft.tableOwner(table).catch(() => 'absent' as const);
+      if (owner === 'ours') out.push(table);
+      else if (owner === 'foreign') this.deps.logger.warn(`refresh: leaving table inet ${table} alone: it is no longer ours (no apns-proxy stamp)`);
+    }
+    return out;
+  }
+
+  /**
+   * Each cycle (two nft listings): a firewall reload (`flush ruleset`) or a hand edit re-creates or
+   * removes our table, or changes elements inside it; any difference from what we applied is drift,
+   * repaired by a full sync in the same cycle instead of waiting for the hourly one. undefined: none.
+   */
+  private async findDrift(stamp: string): Promise<string | undefined> {
+    const { nft } = this.deps;
+    const table = this.config.nft.table;
+    try {
+      if (this.appliedHandle !== null) {
+        const handle = await nft.tableHandle(table);
+        if (handle !== this.appliedHandle) return `table inet ${table} was ${handle === null ? 'removed' : 're-created'} behind our back`;
+      }
+      const live = await nft.readMap(table);
+      if (live === null) return `map ${table} couriers4 is gone`;
+      if (live.stamp !== stamp) return `map ${table} couriers4 carries another stamp (${live.stamp ?? 'none'})`;
+      if (isDeepStrictEqual(live.elements, this.applied)) return undefined;
+      let missing = 0;
+      let changed = 0;
+      let foreign = 0;
+      for (const [key, value] of this.applied) {
+        const have = live.elements.get(key);
+        if (have === undefined) missing++;
+        else if (have !== value) changed++;
+      }
+      for (const key of live.elements.keys()) if (!this.applied.has(key)) foreign++;
+      return `the kernel map differs from what was applied (${missing} missing, ${changed} changed, ${foreign} foreign elements)`;
+    } catch (err) {
+      return `cannot read the kernel map (${errorMessage(err)})`;
+    }
   }
 
   /**

@@ -13,7 +13,8 @@ export type ErrorCode =
   | 'E_CNAME_LOOP'    // CNAME chain loops or is too long
   | 'E_NETWORK'       // socket error talking to upstream DNS
   | 'E_NOT_ALLOWED'   // every address upstream gave is outside allowedUpstreamNets
-  | 'E_CONTROL'       // talking to the running daemon failed
+  | 'E_CONTROL'       // talking to the running daemon failed, or another daemon holds the lock
+  | 'E_NOT_OURS'      // a table, route or rule of that name exists and was not written by apns-proxy
   | 'E_LISTEN';       // a listener could not be started
 
 export class ApnsProxyError extends Error {

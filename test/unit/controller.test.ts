@@ -4,6 +4,7 @@ import type { Config } from '../../src/config.js';
 import { memoryLogger } from '../../src/log.js';
 import type { Snapshot } from '../../src/mapping.js';
 import { FakeNft } from '../../src/nft/fake.js';
+import { renderFullSync, renderRuleset } from '../../src/nft/render.js';
 import type { StateFile, StateStore } from '../../src/state.js';
 import { FakeClock, ScriptedResolver, fail, nx, ok, TEMPLATE, testConfig } from '../helpers/fixtures.js';
 
@@ -95,18 +96,17 @@ test('a failed transaction leaves the kernel untouched, publishes nothing, and f
   t.is(published.length, 1);
 });
 
-test('a delta the kernel rejects (element vanished behind our back) changes nothing; the full resync repairs it', async (t) => {
+test('an element vanished behind our back is found before the delta: the same cycle repairs it with a full sync', async (t) => {
   const { nft, resolver, controller } = setup();
   await controller.refresh();
   nft.tables.get('apns_proxy')!.elements.delete('198.18.100.2 . 0');  // someone edited the map
-  const snapshotBefore = structuredClone(Object.fromEntries(nft.tables.get('apns_proxy')!.elements));
   resolver.answers.set(2, ok(['203.0.113.14']));
   const r = await controller.refresh();
-  t.false(r.ok);
-  t.deepEqual(elements(nft), snapshotBefore, 'all-or-nothing: no partial delete/add');
-  const r2 = await controller.refresh();
-  t.is(r2.sync, 'full');
+  t.true(r.ok, r.error);
+  t.is(r.sync, 'full');
+  t.regex(r.drift!, /1 missing, 0 changed, 0 foreign/);
   t.is(elements(nft)['198.18.100.2 . 0'], '203.0.113.14');
+  t.is((await controller.refresh()).sync, 'none');
 });
 
 test('upstream failure keeps last-known-good in the kernel and reports the failure', async (t) => {
@@ -280,9 +280,169 @@ test('a table removed or re-created behind our back (firewall reload) is rewritt
   const r = await controller.refresh();
   t.is(r.sync, 'full');
   t.is(Object.keys(elements(nft)).length, 16);
-  t.true(logger.lines.some((l) => l === 'warn: refresh: table inet apns_proxy was removed behind our back; full sync'));
+  t.true(logger.lines.some((l) => l === 'warn: refresh: table inet apns_proxy was removed behind our back; full sync repairs it'));
   t.is((await controller.refresh()).sync, 'none', 'steady again once rewritten');
-  await nft.apply('add table inet apns_proxy\ndelete table inet apns_proxy\ntable inet apns_proxy {\n}\n');  // re-created empty
+  // re-created from a saved copy of our ruleset (our stamp, no elements): ours, rewritten
+  await nft.apply(renderFullSync(renderRuleset(TEMPLATE, testConfig({ couriers: { first: 1, last: 3 } })).text, 'apns_proxy', new Map()));
   t.is((await controller.refresh()).sync, 'full');
   t.is(Object.keys(elements(nft)).length, 16);
+  // re-created by somebody else (no stamp): not ours, never replaced
+  await nft.apply('add table inet apns_proxy\ndelete table inet apns_proxy\ntable inet apns_proxy {\n}\n');
+  const r2 = await controller.refresh();
+  t.is(r2.kernel, 'refused');
+  t.regex(r2.error!, /^E_NOT_OURS: table inet apns_proxy exists and was not written by apns-proxy/);
+  t.is(nft.tables.get('apns_proxy')!.rules, 'table inet apns_proxy {\n}');
+});
+
+// ---- issue 10: nothing lost, nothing of others touched ----
+
+/** A store whose file is unusable (corrupt, wrong version, a directory...): load throws, setAside moves it. */
+class UnusableStore extends MemoryStore {
+  asideCalls = 0;
+  override async load(): Promise<StateFile | null> {
+    if (this.saved === null) throw new Error('E_STATE: state.json: not valid JSON');
+    return this.saved;
+  }
+  async setAside() { this.asideCalls++; return '/state/state.json.bad'; }
+}
+
+/** A kernel that holds the map a previous run programmed: couriers 1 and 2, our stamp. */
+async function previousRun(config = testConfig({ couriers: { first: 1, last: 3 } })) {
+  const first = setup(config);
+  await first.controller.refresh();
+  return first;
+}
+
+test('an unusable state file at start: the live map is adopted, never wiped, the file set aside', async (t) => {
+  const { nft, clock } = await previousRun();
+  const before = structuredClone(elements(nft));
+  const store = new UnusableStore();
+  const resolver = new ScriptedResolver();
+  resolver.fallbackAnswer = fail();  // upstream down
+  const logger = memoryLogger();
+  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft, makeResolver: () => resolver, store, clock: clock.now, logger });
+  const r = await controller.programFromState();
+  t.is(r.kernel, 'applied');
+  t.deepEqual(elements(nft), before, 'the kernel keeps every element');
+  t.is(store.asideCalls, 1);
+  t.true(logger.lines.some((l) => /^warn: start: adopted 2 couriers from the live kernel map \(the state file is unusable\)$/.test(l)), logger.lines.join('\n'));
+  t.deepEqual(controller.snapshot!.couriers.get(1)!.programmed, ['203.0.113.10', '203.0.113.11']);
+  const r2 = await controller.refresh();
+  t.false(r2.ok);
+  t.deepEqual(elements(nft), before, 'still there after a failed refresh');
+  t.deepEqual(store.saved!.couriers.find((c) => c.n === 1)!.addresses, ['203.0.113.10', '203.0.113.11'], 'what is written knows the adopted addresses');
+});
+
+test('no state file and a live map of ours: adopted; a live map that is not ours is ignored', async (t) => {
+  const { nft, clock } = await previousRun();
+  const fresh = () => new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft, makeResolver: () => new ScriptedResolver(), store: new MemoryStore(), clock: clock.now, logger: memoryLogger() });
+  await fresh().programFromState();
+  t.is(Object.keys(elements(nft)).length, 16);
+  nft.tables.get('apns_proxy')!.stamp = 'made by hand';
+  t.is(await fresh().adoptLiveMap('test'), 0);
+});
+
+test('a state file is never overwritten by a snapshot that knows less than it', async (t) => {
+  const { store, clock } = await previousRun();
+  const savedBefore = structuredClone(store.saved);
+  const logger = memoryLogger();
+  // the records were lost (simulated): a controller that never loaded them must not replace the file
+  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft: new FakeNft(), makeResolver: () => { const r = new ScriptedResolver(); r.fallbackAnswer = fail(); return r; }, store, clock: clock.now, logger });
+  (controller as unknown as { persisted: Map<number, unknown> }).persisted = new Map(savedBefore!.couriers.map((c) => [c.n, c]));
+  await controller.refresh();
+  t.deepEqual(store.saved, savedBefore);
+  t.true(logger.lines.some((l) => /state: not written: it would forget couriers 1-3/.test(l)), logger.lines.join('\n'));
+});
+
+test('a read-only or full state dir at start: the kernel is programmed, the start goes on, the report says why', async (t) => {
+  const { store, clock } = await previousRun();
+  store.failSave = true;
+  const nft = new FakeNft();  // a reboot: empty kernel, the state file readable but not writable
+  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft, makeResolver: () => new ScriptedResolver(), store, clock: clock.now, logger: memoryLogger() });
+  const r = await controller.programFromState();
+  t.is(r.kernel, 'applied');
+  t.is(r.stateError, 'disk full');
+  t.false(r.resolved);
+  t.is(Object.keys(elements(nft)).length, 16);
+});
+
+test('last-known-good from any origin passes the current allow-list (state file, narrowed reload)', async (t) => {
+  const config = testConfig({ couriers: { first: 1, last: 3 } });
+  const store = new MemoryStore();
+  const lkg = (n: number, addresses: string[]) => ({ n, addresses, resolvedAt: Date.UTC(2026, 10, 25, 8, 59), ttl: 60, exists: true, checkedAt: null, error: null, vip: `198.18.100.${n}`, state: 'fresh' as const, programmed: addresses });
+  store.saved = { version: 1, savedAt: 0, couriers: [lkg(1, ['8.8.8.8', '203.0.113.10']), lkg(2, ['127.0.0.1', '198.18.100.7']), lkg(3, ['203.0.113.200'])] };
+  const nft = new FakeNft();
+  const clock = new FakeClock();
+  const resolver = new ScriptedResolver();
+  resolver.fallbackAnswer = fail();
+  const logger = memoryLogger();
+  const controller = new Controller({ config, template: TEMPLATE, nft, makeResolver: () => resolver, store, clock: clock.now, logger });
+  await controller.programFromState();
+  t.deepEqual([...new Set(Object.values(elements(nft)))].sort(), ['203.0.113.10', '203.0.113.200']);
+  t.true(logger.lines.some((l) => l === 'warn: courier 2: dropped last-known-good 127.0.0.1,198.18.100.7 (outside allowedUpstreamNets)'));
+  // upstream down, then a reload narrows the allowed nets: kept addresses outside them go too
+  controller.reload(testConfig({ couriers: { first: 1, last: 3 }, allowedUpstreamNets: ['203.0.113.0/25'] }));
+  await controller.refresh();
+  t.deepEqual([...new Set(Object.values(elements(nft)))], ['203.0.113.10']);
+  t.is(controller.snapshot!.couriers.get(3)!.state, 'absent');
+});
+
+test('drift inside the table is repaired in the cycle that finds it: flushed map, changed and foreign elements', async (t) => {
+  const { nft, controller } = setup();
+  await controller.refresh();
+  const good = structuredClone(elements(nft));
+  const table = () => nft.tables.get('apns_proxy')!;
+  const cases: [string, () => void, RegExp][] = [
+    ['flush map', () => table().elements.clear(), /16 missing, 0 changed, 0 foreign/],
+    ['changed', () => table().elements.set('198.18.100.1 . 3', '198.51.100.10'), /0 missing, 1 changed, 0 foreign/],
+    ['foreign', () => table().elements.set('198.18.100.200 . 0', '198.51.100.10'), /0 missing, 0 changed, 1 foreign/],
+  ];
+  for (const [what, tamper, why] of cases) {
+    tamper();
+    const r = await controller.refresh();
+    t.is(r.sync, 'full', what);
+    t.regex(r.drift ?? '', why, what);
+    t.deepEqual(elements(nft), good, what);
+    t.is((await controller.refresh()).sync, 'none', `${what}: steady again`);
+  }
+});
+
+test('forceFullSync (the fallback caught a mapped VIP) rewrites the table and reports drift', async (t) => {
+  const { nft, controller } = setup();
+  await controller.refresh();
+  controller.forceFullSync('the fallback caught a connection to courier 1, which the map should serve');
+  const r = await controller.refresh();
+  t.is(r.sync, 'full');
+  t.regex(r.drift!, /courier 1/);
+  t.is(nft.scripts.length, 2);
+});
+
+test('a foreign table of our name is never replaced or deleted: at start, on a sync, on reload', async (t) => {
+  const nft = new FakeNft();
+  nft.addForeignTable('filter', 'table inet filter { chain forward { type filter hook forward priority 0; } }');
+  const config = testConfig({ couriers: { first: 1, last: 3 }, nft: { table: 'filter' } });
+  const resolver = new ScriptedResolver();
+  resolver.answers.set(1, ok(['203.0.113.10']));
+  const controller = new Controller({ config, template: TEMPLATE, nft, makeResolver: () => resolver, store: new MemoryStore(), clock: new FakeClock().now, logger: memoryLogger() });
+  const err = await t.throwsAsync(controller.programFromState());
+  t.is((err as { code?: string }).code, 'E_NOT_OURS');
+  t.is(nft.scripts.length, 0, 'no transaction at all');
+  t.is(nft.tables.get('filter')!.rules, 'table inet filter { chain forward { type filter hook forward priority 0; } }');
+  // our table elsewhere; a reload onto the foreign name is refused too, and the old (ours) stays
+  const ours = setup();
+  await ours.controller.refresh();
+  ours.nft.addForeignTable('filter');
+  ours.controller.reload(testConfig({ couriers: { first: 1, last: 3 }, nft: { table: 'filter' } }));
+  const r = await ours.controller.refresh();
+  t.is(r.kernel, 'refused');
+  t.true(ours.nft.tables.has('apns_proxy'));
+  // a reload away from a table that meanwhile became foreign leaves it alone
+  const moved = setup();
+  await moved.controller.refresh();
+  moved.nft.tables.get('apns_proxy')!.stamp = null;
+  moved.controller.reload(testConfig({ couriers: { first: 1, last: 3 }, nft: { table: 'apns2' } }));
+  const r2 = await moved.controller.refresh();
+  t.true(r2.ok, r2.error);
+  t.true(moved.nft.tables.has('apns_proxy'), 'not ours any more: not deleted');
+  t.true(moved.nft.tables.has('apns2'));
 });
