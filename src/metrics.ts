@@ -8,7 +8,7 @@ import type { Snapshot } from './mapping.js';
 
 export interface MetricSources {
   /** Fallback counters, when the fallback runs. */
-  fallback?: () => { active: number; total: number; failed: number };
+  fallback?: () => { active: number; total: number; failed: number } | undefined;
   /** DNS counters by outcome, when the DNS server runs. */
   dns?: () => { outcomes: Record<string, number>; forwarded: number; rateLimited: number; dropped: number; forwardOverflows: number; handoffDropped: number };
 }
@@ -23,6 +23,11 @@ export class Metrics {
   private readonly lastSuccess: client.Gauge;
   private readonly lastDuration: client.Gauge;
   private readonly dnsLatency: client.Histogram<'kind'>;
+  private readonly stateFailures: client.Counter;
+  private readonly stateWritable: client.Gauge;
+  private readonly drifts: client.Counter;
+  private lastStateError: string | null = null;   // null while the last write (if any) succeeded
+  private lastDriftAt: number | null = null;
   private lastReport: RefreshReport | undefined;
   private lastSuccessAt: number | null = null;  // last cycle that resolved everything and was applied
   private programmedAt: number | null = null;   // last cycle the kernel accepted (or needed nothing)
@@ -47,6 +52,10 @@ export class Metrics {
     this.nftTransactions = new client.Counter({ name: 'apns_proxy_nft_transactions_total', help: 'nft transactions sent, by kind (full, delta).', labelNames: ['kind'], registers });
     this.lastSuccess = new client.Gauge({ name: 'apns_proxy_last_refresh_success_timestamp_seconds', help: 'When a refresh last resolved every courier and the kernel accepted it (Unix time).', registers });
     this.lastDuration = new client.Gauge({ name: 'apns_proxy_last_refresh_duration_seconds', help: 'Resolve plus nft time of the last refresh.', registers });
+    this.stateFailures = new client.Counter({ name: 'apns_proxy_state_write_failures_total', help: 'Cycles whose last-known-good could not be written to the state file (read-only or full disk).', registers });
+    this.stateWritable = new client.Gauge({ name: 'apns_proxy_state_writable', help: '1 when the last state file write succeeded, 0 when it failed.', registers });
+    this.stateWritable.set(1);
+    this.drifts = new client.Counter({ name: 'apns_proxy_drift_total', help: 'Cycles that found the kernel map differing from what was applied (repaired by a full sync).', registers });
     this.dnsLatency = new client.Histogram({
       name: 'apns_proxy_dns_query_duration_seconds', help: 'DNS answer latency by kind (local answers, forwarded).',
       labelNames: ['kind'], registers, buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],
@@ -87,9 +96,19 @@ export class Metrics {
     if (report.sync !== 'none') this.nftTransactions.inc({ kind: report.sync });
     if (report.kernel === 'refused') this.nftFailures.inc();
     else this.programmedAt = this.clock();
-    if (report.ok) {
+    // Programming from state at start resolved nothing: it is not a successful refresh.
+    if (report.ok && report.resolved) {
       this.lastSuccessAt = this.clock();
       this.lastSuccess.set(this.lastSuccessAt / 1000);
+    }
+    if (report.kernel !== 'refused') {
+      this.lastStateError = report.stateError ?? null;
+      this.stateWritable.set(report.stateError === undefined ? 1 : 0);
+      if (report.stateError !== undefined) this.stateFailures.inc();
+    }
+    if (report.drift !== undefined) {
+      this.drifts.inc();
+      this.lastDriftAt = this.clock();
     }
     this.lastDuration.set((report.resolveMs + report.nftMs) / 1000);
   }
@@ -105,11 +124,16 @@ export class Metrics {
     const counts = { fresh: 0, stale: 0, absent: 0 };
     for (const c of this.snapshot?.couriers.values() ?? []) counts[c.state]++;
     const programmed = this.programmedAt !== null;
-    const status = !programmed ? 'down' : r?.ok ? 'ok' : 'degraded';
+    const stateWritable = this.lastStateError === null;
+    const status = !programmed ? 'down' : r?.ok && r.resolved && stateWritable ? 'ok' : 'degraded';
     const iso = (t: number | null) => (t === null ? null : new Date(t).toISOString());
     return {
       ok: programmed,
-      body: { status, lastProgrammed: iso(this.programmedAt), lastSuccessfulRefresh: iso(this.lastSuccessAt), couriers: counts, ...(r?.error ? { lastError: r.error } : {}) },
+      body: {
+        status, lastProgrammed: iso(this.programmedAt), lastSuccessfulRefresh: iso(this.lastSuccessAt), couriers: counts,
+        stateWritable, lastDrift: iso(this.lastDriftAt),
+        ...(r?.error ? { lastError: r.error } : {}), ...(this.lastStateError ? { stateError: this.lastStateError } : {}),
+      },
     };
   }
 }

@@ -11,7 +11,7 @@ const snapshot = desiredMapping({
 
 const report = (over: Partial<RefreshReport> = {}): RefreshReport => ({
   ok: true, sync: 'full', kernel: 'applied', changes: [], elementsChanged: 8, counts: { fresh: 1, stale: 0, absent: 2 },
-  failed: [], resolveMs: 40, nftMs: 10, ...over,
+  failed: [], resolveMs: 40, nftMs: 10, resolved: true, ...over,
 });
 
 function value(text: string, line: string): number | undefined {
@@ -73,4 +73,41 @@ test('health: down before the kernel is programmed, degraded on resolution troub
   m.refreshed(report(), snapshot);
   t.deepEqual(m.health().body.couriers, { fresh: 1, stale: 0, absent: 2 });
   t.is(m.health().body.status, 'ok');
+});
+
+test('start-up programming from state is not a successful refresh; a failed state write degrades health', async (t) => {
+  const clock = new FakeClock(1_700_000_000_000);
+  const m = new Metrics({}, clock.now);
+  m.refreshed(report({ resolved: false, sync: 'full' }), snapshot);  // programmed from state at start
+  let text = await m.registry.metrics();
+  t.is(value(text, 'apns_proxy_last_refresh_success_timestamp_seconds'), 0);
+  t.is(m.health().body.lastSuccessfulRefresh, null);
+  t.is(m.health().body.status, 'degraded', 'nothing resolved yet');
+  t.true(m.health().ok, 'the kernel holds a map: 200');
+  m.refreshed(report({ ok: false, stateError: 'cannot write /var/lib/apns-proxy/state.json: ENOSPC', error: 'kernel programmed but ...' }), snapshot);
+  text = await m.registry.metrics();
+  t.is(value(text, 'apns_proxy_state_write_failures_total'), 1);
+  t.is(value(text, 'apns_proxy_state_writable'), 0);
+  t.is(m.health().body.stateWritable, false);
+  t.is(m.health().body.status, 'degraded');
+  m.refreshed(report(), snapshot);
+  t.is(m.health().body.stateWritable, true);
+  t.is(m.health().body.status, 'ok');
+  t.is(value(await m.registry.metrics(), 'apns_proxy_state_writable'), 1);
+});
+
+test('drift found by a cycle is counted and shown in health', async (t) => {
+  const clock = new FakeClock(1_700_000_000_000);
+  const m = new Metrics({}, clock.now);
+  m.refreshed(report(), snapshot);
+  t.is(m.health().body.lastDrift, null);
+  m.refreshed(report({ drift: 'the kernel map differs from what was applied (16 missing, 0 changed, 0 foreign elements)' }), snapshot);
+  t.is(value(await m.registry.metrics(), 'apns_proxy_drift_total'), 1);
+  t.is(m.health().body.lastDrift, new Date(1_700_000_000_000).toISOString());
+});
+
+test('a source that is not running (fallback off) reads as zero, not an error', async (t) => {
+  const m = new Metrics({ fallback: () => undefined });
+  const text = await m.registry.metrics();
+  t.is(value(text, 'apns_proxy_fallback_connections_total'), 0);
 });
