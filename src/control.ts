@@ -1,11 +1,14 @@
 // Local control socket: the table has one writer, so `apns-proxy refresh` asks a running daemon.
 // Protocol: one JSON request line, one JSON reply line, over a unix socket in stateDir.
 import { createConnection, createServer, type Server } from 'node:net';
-import { unlink } from 'node:fs/promises';
+import { chmod, open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ApnsProxyError, errorMessage } from './errors.js';
 
 export const CONTROL_SOCKET = 'control.sock';
+export const LOCK_FILE = 'run.lock';
+/** Only root and the daemon's own user may ask it to refresh or reload. */
+export const CONTROL_SOCKET_MODE = 0o600;
 
 export function controlPath(stateDir: string): string {
   return join(stateDir, CONTROL_SOCKET);
@@ -37,12 +40,54 @@ export async function serveControl(path: string, handler: ControlHandler): Promi
       );
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, () => resolve());
-  });
+  // The socket is created with the process umask: narrow it for the bind, then set the mode explicitly.
+  const umask = process.umask(0o177);
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(path, () => resolve());
+    });
+  } finally {
+    process.umask(umask);
+  }
+  await chmod(path, CONTROL_SOCKET_MODE);
   server.on('error', () => undefined);
   return server;
+}
+
+/**
+ * One `run` per stateDir: the lock file is created exclusively (O_EXCL) and holds the owner's pid.
+ * A lock whose pid is gone (a crash, SIGKILL) is taken over. Returns the release function.
+ */
+export async function acquireLock(path: string): Promise<() => Promise<void>> {
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fh = await open(path, 'wx', 0o644);
+      await fh.writeFile(`${process.pid}\n`);
+      await fh.close();
+      return async () => {
+        const owner = await readFile(path, 'utf8').catch(() => '');
+        if (owner.trim() === String(process.pid)) await unlink(path).catch(() => undefined);
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    }
+    const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim());
+    if (Number.isInteger(pid) && pid > 0 && pidAlive(pid)) {
+      throw new ApnsProxyError('E_CONTROL', `another apns-proxy run is already active (pid ${pid} holds ${path})`);
+    }
+    await unlink(path).catch(() => undefined);  // stale: its owner is gone
+  }
+  throw new ApnsProxyError('E_CONTROL', `cannot take ${path}: another apns-proxy run is starting`);
+}
+
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Sends one command; resolves undefined when no daemon is listening (so the caller acts itself). */

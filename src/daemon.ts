@@ -5,7 +5,8 @@ import { courierName } from './couriers.js';
 import { type Fallback, type FallbackDeps, startFallback } from './fallback/listener.js';
 import type { Native } from './fallback/native.js';
 import { Controller, type ControllerDeps } from './controller.js';
-import { controlPath, requestControl, serveControl } from './control.js';
+import { join } from 'node:path';
+import { LOCK_FILE, acquireLock, controlPath, requestControl, serveControl } from './control.js';
 import { type DnsServer, startDnsServer } from './dns/server.js';
 import { ApnsProxyError, errorMessage } from './errors.js';
 import { sharedLookup } from './fallback/lookup.js';
@@ -40,47 +41,81 @@ export interface Daemon {
 export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const { logger } = deps;
   const controller = new Controller(deps);
-  // The table has one writer: a second daemon must fail before it touches the kernel.
-  if (await requestControl(controlPath(deps.config.stateDir), 'ping', 2000) !== undefined) {
-    throw new ApnsProxyError('E_CONTROL', `another apns-proxy run is already active (it answers on ${controlPath(deps.config.stateDir)})`);
+  // The table has one writer: a second daemon must fail before it touches the kernel. The lock
+  // settles two starting at once; the ping also finds a daemon whose lock file was removed.
+  let releaseLock = async (): Promise<void> => undefined;
+  try {
+    releaseLock = await acquireLock(join(deps.config.stateDir, LOCK_FILE));
+  } catch (err) {
+    if (err instanceof ApnsProxyError) throw err;
+    // a read-only or full stateDir must not stop DNS and forwarding: say so, rely on the ping
+    logger.warn(`start: cannot create the lock file in ${deps.config.stateDir} (${errorMessage(err)}); only the control socket guards against a second daemon`);
+  }
+  try {
+    if (await requestControl(controlPath(deps.config.stateDir), 'ping', 2000) !== undefined) {
+      throw new ApnsProxyError('E_CONTROL', `another apns-proxy run is already active (it answers on ${controlPath(deps.config.stateDir)})`);
+    }
+  } catch (err) {
+    await releaseLock();
+    throw err;
   }
   // Before any resolution: forwarding must work even if upstream DNS is down right now.
-  const startReport = await controller.programFromState();
+  let startReport;
+  try {
+    startReport = await controller.programFromState();
+  } catch (err) {
+    await releaseLock();
+    throw err;
+  }
   let config = deps.config;
   // Everything started so far, closed in reverse if a later step fails (or on stop).
-  const closers: (() => Promise<void>)[] = [];
+  const closers: (() => Promise<void>)[] = [releaseLock];
   const closeAll = async () => {
     while (closers.length) await closers.pop()!().catch((err: unknown) => logger.error(`stop: ${errorMessage(err)}`));
   };
   let fallback: Fallback | undefined;
   let dns: DnsServer;
-  const metrics = new Metrics({ fallback: () => fallback!.stats(), dns: () => dns.stats() });
+  const metrics = new Metrics({ fallback: () => fallback?.stats(), dns: () => dns.stats() });
   controller.onReport((report, snapshot) => metrics.refreshed(report, snapshot));
-  if (controller.snapshot) metrics.refreshed(startReport, controller.snapshot);
+  metrics.refreshed(startReport, controller.snapshot);
   try {
-    const control = await serveControl(controlPath(config.stateDir), async (cmd) => {
-      if (cmd === 'refresh') return controller.refresh();
-      if (cmd === 'ping') return 'pong';
-      if (cmd === 'reload') return void (await reload());
-      throw new Error(`unknown command ${JSON.stringify(cmd)}`);
-    });
-    closers.push(() => new Promise((resolve) => control.close(() => resolve())));
+    try {
+      const control = await serveControl(controlPath(config.stateDir), async (cmd) => {
+        if (cmd === 'refresh') return controller.refresh();
+        if (cmd === 'ping') return 'pong';
+        if (cmd === 'reload') return void (await reload());
+        throw new Error(`unknown command ${JSON.stringify(cmd)}`);
+      });
+      closers.push(() => new Promise((resolve) => control.close(() => resolve())));
+    } catch (err) {
+      // like the lock: a read-only stateDir costs the control socket, not the service
+      logger.error(`control socket ${controlPath(config.stateDir)}: ${errorMessage(err)}; \`apns-proxy refresh\` cannot reach this daemon`);
+    }
     if (config.fallback.enabled) {
       let lastAsked = -Infinity;
-      const lookup = sharedLookup((n, timeoutMs) => deps.makeResolver({ ...config, resolver: { ...config.resolver, timeoutMs } })
-        .resolveA(courierName(config.couriers.template, n)), deps.clock);
+      const askRefresh = (why: string) => {
+        if (deps.clock() - lastAsked < FALLBACK_REFRESH_MIN_INTERVAL_MS) return;
+        lastAsked = deps.clock();
+        logger.info(`fallback: ${why}; refreshing so the kernel takes over`);
+        void controller.refresh();
+      };
+      const lookup = sharedLookup((n, timeoutMs) => {
+        // A connection reached the fallback although the map should serve this VIP: the kernel does
+        // not hold what we applied. Rewrite the table on the next cycle.
+        if ((controller.snapshot?.couriers.get(n)?.programmed.length ?? 0) > 0) {
+          controller.forceFullSync(`the fallback caught a connection to courier ${n}, which the map should serve`);
+          askRefresh(`courier ${n} reached the fallback although it is mapped`);
+        }
+        return deps.makeResolver({ ...config, resolver: { ...config.resolver, timeoutMs } })
+          .resolveA(courierName(config.couriers.template, n));
+      }, deps.clock);
       const fb = await startFallback({
         config,
         native: deps.loadNative(),
         logger,
         getSnapshot: () => controller.snapshot,
         resolveNow: lookup,
-        onResolved: (n) => {
-          if (deps.clock() - lastAsked < FALLBACK_REFRESH_MIN_INTERVAL_MS) return;
-          lastAsked = deps.clock();
-          logger.info(`fallback: courier ${n} resolved at connect time; refreshing so the kernel takes over`);
-          void controller.refresh();
-        },
+        onResolved: (n) => askRefresh(`courier ${n} resolved at connect time`),
         ...deps.fallbackOverrides,
       });
       fallback = fb;
