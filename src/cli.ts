@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Entry point: parses the command line and wires the real I/O (execa, files, node-cron, winston,
 // signals) into the pure core. Exit codes: 0 ok, 1 failed, 2 bad config or usage.
+import { runSignals } from './signals.js';  // first: queues SIGHUP/SIGTERM while the rest loads
 import { readFile, mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
@@ -131,7 +132,11 @@ async function main(argv: string[]): Promise<number> {
       return report.ok ? 0 : 1;
     }
     case 'status': {
-      const state = await createStateStore(config.stateDir).load();
+      // A corrupt state file must not hide the live map: say so and show the kernel's side.
+      const state = await createStateStore(config.stateDir).load().catch((err: unknown) => {
+        process.stderr.write(`apns-proxy status: ${errorMessage(err)}; showing the kernel map only\n`);
+        return null;
+      });
       let live;
       try {
         live = await realNft().readMap(config.nft.table);
@@ -153,7 +158,8 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'run': {
-      await mkdir(config.stateDir, { recursive: true });
+      // A read-only or full /var must not stop DNS and forwarding: the daemon reports it instead.
+      await mkdir(config.stateDir, { recursive: true }).catch((err: unknown) => logger.error(`stateDir ${config.stateDir}: ${errorMessage(err)}`));
       const daemon = await startDaemon({
         config, template, logger,
         nft: realNft(),
@@ -165,11 +171,8 @@ async function main(argv: string[]): Promise<number> {
         schedule: (expr, task) => cron.schedule(expr, task),
         loadConfig: () => loadConfig(configPath),
       });
-      process.on('SIGHUP', () => void daemon.reload());
-      await new Promise<void>((resolve) => {
-        process.once('SIGTERM', resolve);
-        process.once('SIGINT', resolve);
-      });
+      // Signals that arrived while it started are replayed now (a SIGTERM stops it at once).
+      await new Promise<void>((resolve) => runSignals!.attach({ reload: () => void daemon.reload(), stop: resolve }));
       await daemon.stop();
       return 0;
     }
