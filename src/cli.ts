@@ -22,7 +22,8 @@ import { createStateStore } from './state.js';
 import { formatStatus, statusRows } from './status.js';
 import { systemTool } from './tools.js';
 import { formatFindings, runDoctor } from './doctor.js';
-import { realProbes } from './doctor-probes.js';
+import { realPreflightProbes, realProbes } from './doctor-probes.js';
+import { formatProblem, preflight, type PreflightOptions, type Problem } from './preflight.js';
 
 const USAGE = `usage: apns-proxy <command> [--config PATH]
 
@@ -67,6 +68,22 @@ function realRouting(): PolicyRouting {
     if ((r as { code?: string }).code === 'ENOENT') throw new ApnsProxyError('E_NFT', 'cannot run ip: not installed (apt-get install iproute2)');
     return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
   });
+}
+
+async function execTool(file: string, args: string[], input?: string) {
+  const r = await execa(file, args, { reject: false, ...(input === undefined ? {} : { input }) });
+  return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
+}
+
+/** What makes touching the kernel with this config unsafe (empty when nothing does). */
+function unsafe(config: Config, opts: PreflightOptions): Promise<Problem[]> {
+  return preflight(config, realPreflightProbes(execTool, systemTool('ip'), realNft()), opts);
+}
+
+/** Refuses before anything is touched: one line per problem on stderr, exit code 2. */
+function refuse(command: string, problems: readonly Problem[]): number {
+  for (const p of problems) process.stderr.write(`apns-proxy ${command}: refused, nothing changed: ${formatProblem(p)}\n`);
+  return 2;
 }
 
 function resolverFactory(logger: Logger): (c: Config) => Resolver {
@@ -115,6 +132,8 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'refresh': {
+      const problems = await unsafe(config, { for: 'run' });
+      if (problems.length > 0) return refuse('refresh', problems);
       const viaDaemon = (await requestControl(controlPath(config.stateDir), 'refresh', 120_000)) as RefreshReport | undefined;
       let report = viaDaemon;
       if (!report) {
@@ -152,14 +171,19 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case 'flush': {
+      const problems = await unsafe(config, { for: 'flush' });
+      if (problems.length > 0) return refuse('flush', problems);
       await realNft().apply(renderFlush(config.nft.table));
       await realRouting().remove({ mark: config.fallback.mark, table: config.fallback.table });
       process.stdout.write(`removed table inet ${config.nft.table} and the fallback's policy routing (fwmark 0x${config.fallback.mark.toString(16)} table ${config.fallback.table})\n`);
       return 0;
     }
     case 'run': {
+      const problems = await unsafe(config, { for: 'run' });
+      if (problems.length > 0) return refuse('run', problems);
       // A read-only or full /var must not stop DNS and forwarding: the daemon reports it instead.
       await mkdir(config.stateDir, { recursive: true }).catch((err: unknown) => logger.error(`stateDir ${config.stateDir}: ${errorMessage(err)}`));
+      let running = config;
       const daemon = await startDaemon({
         config, template, logger,
         nft: realNft(),
@@ -169,7 +193,14 @@ async function main(argv: string[]): Promise<number> {
         clock: Date.now,
         makeResolver: resolverFactory(logger),
         schedule: (expr, task) => cron.schedule(expr, task),
-        loadConfig: () => loadConfig(configPath),
+        // A reload is refused like a start (the daemon logs it and keeps the running configuration).
+        loadConfig: async () => {
+          const next = await loadConfig(configPath);
+          const problems = await unsafe(next, { for: 'run', alsoOurs: [running.fallback] });
+          if (problems.length > 0) throw new ApnsProxyError(problems[0]!.code, `refused: ${problems.map(formatProblem).join(' | ')}`);
+          running = next;
+          return next;
+        },
       });
       // Signals that arrived while it started are replayed now (a SIGTERM stops it at once).
       await new Promise<void>((resolve) => runSignals!.attach({ reload: () => void daemon.reload(), stop: resolve }));
@@ -191,10 +222,6 @@ async function doctor(configPath: string, devicesText: string | undefined): Prom
     process.stdout.write(formatFindings([{ check: 'config', level: 'fail', message: errorMessage(err), fix: `edit ${configPath}` }]));
     return 1;
   }
-  const exec = async (file: string, args: string[], input?: string) => {
-    const r = await execa(file, args, { reject: false, ...(input === undefined ? {} : { input }) });
-    return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
-  };
   const native = () => {
     try {
       loadNative();
@@ -203,7 +230,7 @@ async function doctor(configPath: string, devicesText: string | undefined): Prom
       return errorMessage(err);
     }
   };
-  const probes = realProbes(config, exec, { nft: systemTool('nft'), ip: systemTool('ip') }, native);
+  const probes = realProbes(config, execTool, { nft: systemTool('nft'), ip: systemTool('ip') }, native, realNft());
   const findings = [{ check: 'config', level: 'ok' as const, message: `${configPath} is valid` }, ...await runDoctor(config, probes, { devices })];
   process.stdout.write(formatFindings(findings));
   return findings.some((f) => f.level === 'fail') ? 1 : 0;

@@ -2,7 +2,7 @@
 // Every problem is reported as one ConfigError naming the dotted key and the bad value.
 import cron from 'node-cron';
 import { ConfigError } from './errors.js';
-import { type Cidr4, type HostPort, parseCidr4, parseHostPort } from './net.js';
+import { type Cidr4, type HostPort, formatHostPort, parseCidr4, parseHostPort } from './net.js';
 
 export interface Config {
   readonly vipPrefix: Cidr4;                 // always a /24
@@ -253,9 +253,36 @@ export function parseConfig(raw: unknown): Config {
   const format = pick(l, 'format', DEFAULTS.log.format);
   if (format !== 'text' && format !== 'json') throw new ConfigError('log.format', format, 'must be "text" or "json"');
 
+  checkCrossFields({ vipPrefix, upstreamDns, allowedUpstreamNets, dns }, get('upstreamDns') as unknown[], get('allowedUpstreamNets') as unknown[]);
+
   return Object.freeze({
     vipPrefix, ports, couriers, upstreamDns, allowedUpstreamNets, resolver, dns, refresh, fallback, nft, metrics,
     stateDir: stateDir.replace(/\/+$/, '') || '/', log: { level: level as LogLevel, format: format as 'text' | 'json' },
+  });
+}
+
+/** Two IPv4 networks overlap when the shorter one contains the other's first address. */
+function cidrsOverlap(a: Cidr4, b: Cidr4): boolean {
+  const mask = a.length <= b.length ? a.mask : b.mask;
+  return ((a.network & mask) >>> 0) === ((b.network & mask) >>> 0);
+}
+
+/** Cross-field checks: combinations that are each valid alone but unsafe together. */
+function checkCrossFields(c: Pick<Config, 'vipPrefix' | 'upstreamDns' | 'allowedUpstreamNets' | 'dns'>, rawDns: unknown[], rawNets: unknown[]): void {
+  c.allowedUpstreamNets.forEach((net, i) => {
+    // Shorter than /8 reaches beyond any one operator's space: a poisoned answer could point anywhere.
+    if (net.length < 8) {
+      throw new ConfigError(`allowedUpstreamNets[${i}]`, rawNets[i], 'is wider than a /8: it would let a wrong or poisoned DNS answer make the router a relay to almost anywhere (APNs lives in 17.0.0.0/8)');
+    }
+    if (cidrsOverlap(net, c.vipPrefix)) {
+      throw new ConfigError(`allowedUpstreamNets[${i}]`, rawNets[i], `overlaps vipPrefix ${c.vipPrefix.text}: a VIP could be programmed as a courier address (VIP → VIP)`);
+    }
+  });
+  c.upstreamDns.forEach((up, i) => {
+    const j = c.dns.listen.findIndex((l) => l.port === up.port && l.host.toLowerCase() === up.host.toLowerCase());
+    if (j !== -1) {
+      throw new ConfigError(`upstreamDns[${i}]`, rawDns[i], `is our own DNS listener (dns.listen[${j}] ${formatHostPort(c.dns.listen[j]!)}): forwarded queries would loop back to us`);
+    }
   });
 }
 

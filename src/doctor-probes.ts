@@ -1,19 +1,38 @@
-// The real probes behind `apns-proxy doctor`: nft/ip via an injected exec, /proc/sys reads,
-// trial binds, the control socket and our own resolver.
+// The real probes behind `apns-proxy doctor` and the preflight: nft/ip via an injected exec,
+// /proc/sys reads, trial binds, the control socket and our own resolver.
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { readFile } from 'node:fs/promises';
 import type { Config } from './config.js';
 import { controlPath, requestControl } from './control.js';
 import type { DoctorProbes } from './doctor.js';
-import { errorMessage } from './errors.js';
+import { ApnsProxyError, errorMessage } from './errors.js';
+import { RULES_ARGS, routesArgs, routesOutput } from './fallback/routing.js';
 import type { HostPort } from './net.js';
+import type { NftRunner } from './nft/runner.js';
+import { type PreflightProbes, parseAddresses } from './preflight.js';
 import { createResolver } from './resolver.js';
 
 export type Exec = (file: string, args: string[], input?: string) => Promise<{ stdout: string; stderr: string; exitCode: number }>;
 
-export function realProbes(config: Config, exec: Exec, tools: { nft: string; ip: string }, native: () => string | null): DoctorProbes {
+/** What the preflight looks at: our nft table's owner, ip rules and routes, interface addresses. */
+export function realPreflightProbes(exec: Exec, ip: string, nft: Pick<NftRunner, 'tableOwner'>): PreflightProbes {
+  const must = async (args: string[]) => {
+    const r = await exec(ip, args);
+    if (r.exitCode !== 0) throw new ApnsProxyError('E_NFT', `ip ${args.join(' ')} failed: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
+    return r.stdout;
+  };
   return {
+    tableOwner: (table) => nft.tableOwner(table),
+    ipRules: () => must(RULES_ARGS),
+    ipRoutes: async (table) => routesOutput(await exec(ip, routesArgs(table)), table),
+    localAddresses: async () => parseAddresses(await must(['-j', 'addr', 'show'])),
+  };
+}
+
+export function realProbes(config: Config, exec: Exec, tools: { nft: string; ip: string }, native: () => string | null, nft: Pick<NftRunner, 'tableOwner'>): DoctorProbes {
+  return {
+    ...realPreflightProbes(exec, tools.ip, nft),
     async nftCheck(script) {
       const r = await exec(tools.nft, ['-c', '-f', '-'], script);
       return r.exitCode === 0 ? null : (r.stderr.trim() || `exit code ${r.exitCode}`);
@@ -25,8 +44,6 @@ export function realProbes(config: Config, exec: Exec, tools: { nft: string; ip:
         return null;
       }
     },
-    ipRules: async () => (await exec(tools.ip, ['-j', '-4', 'rule', 'show'])).stdout,
-    ipRoutes: async (table) => (await exec(tools.ip, ['-4', 'route', 'show', 'table', String(table)])).stdout,
     nftRuleset: async () => (await exec(tools.nft, ['-j', 'list', 'ruleset'])).stdout,
     bindable,
     async daemonRunning() {

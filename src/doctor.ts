@@ -2,7 +2,10 @@
 // command that fixes it. The probes (real ones in doctor-probes.ts) are injected.
 import type { Config } from './config.js';
 import { courierName } from './couriers.js';
+import { errorMessage } from './errors.js';
+import { routingOwnership } from './fallback/routing.js';
 import { formatHostPort, type HostPort } from './net.js';
+import { type LocalAddress, type PreflightProbes, dnsLoopProblems, nftTableProblems, routingProblems, vipPrefixProblems } from './preflight.js';
 import type { Resolution } from './resolver.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
@@ -14,15 +17,12 @@ export interface Finding {
   readonly fix?: string;
 }
 
-export interface DoctorProbes {
+/** The preflight's probes (nft table owner, ip rules and routes, local addresses), and more. */
+export interface DoctorProbes extends PreflightProbes {
   /** `nft -c -f -` of a script: null when the kernel would accept it, else nft's error. */
   nftCheck(script: string): Promise<string | null>;
   /** A sysctl's value, null when it does not exist (module not loaded). */
   sysctl(key: string): Promise<string | null>;
-  /** `ip -j -4 rule show`. */
-  ipRules(): Promise<string>;
-  /** `ip -4 route show table N`. */
-  ipRoutes(table: number): Promise<string>;
   /** `nft -j list ruleset`. */
   nftRuleset(): Promise<string>;
   /** Can we bind this address for UDP and TCP right now? */
@@ -86,6 +86,31 @@ export async function runDoctor(config: Config, p: DoctorProbes, opts: DoctorOpt
       `modprobe -a ${missing.map((m) => m.modules).join(' ')}  # or install a kernel with these nftables modules`);
   }
 
+  // What `run` refuses (preflight.ts), so an operator sees it before starting the service.
+  const probe = async <T>(check: string, f: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await f();
+    } catch (err) {
+      add(check, 'warn', `could not check: ${errorMessage(err)}`);
+      return undefined;
+    }
+  };
+  const owner = await probe('nft table', () => p.tableOwner(config.nft.table));
+  if (owner !== undefined) {
+    const problems = nftTableProblems(config.nft.table, owner);
+    for (const x of problems) add('nft table', 'fail', `${x.key}: ${x.message}`, x.fix);
+    if (problems.length === 0) add('nft table', 'ok', `table inet ${config.nft.table} is ${owner === 'ours' ? 'ours' : 'not there yet (the first sync creates it)'}`);
+  }
+  const addresses = await probe<LocalAddress[]>('vip prefix', () => p.localAddresses());
+  if (addresses !== undefined) {
+    const vip = vipPrefixProblems(config.vipPrefix, addresses);
+    for (const x of vip) add('vip prefix', 'fail', `${x.key}: ${x.message}`, x.fix);
+    if (vip.length === 0) add('vip prefix', 'ok', `${config.vipPrefix.text} overlaps no network of this router`);
+    const loops = dnsLoopProblems(config, addresses);
+    for (const x of loops) add('dns loop', 'fail', `${x.key}: ${x.message}`, x.fix);
+    if (loops.length === 0) add('dns loop', 'ok', 'no upstreamDns server is our own DNS listener');
+  }
+
   const fwd = await p.sysctl('net.ipv4.ip_forward');
   if (fwd === '1') add('ip_forward', 'ok', 'net.ipv4.ip_forward = 1');
   else add('ip_forward', 'fail', `net.ipv4.ip_forward = ${fwd ?? 'unknown'}: this router does not forward, no courier is reachable`,
@@ -102,13 +127,16 @@ export async function runDoctor(config: Config, p: DoctorProbes, opts: DoctorOpt
   if (config.fallback.enabled) {
     const { mark, table } = config.fallback;
     const hex = `0x${mark.toString(16)}`;
-    const rules = JSON.parse((await p.ipRules()) || '[]') as { fwmark?: string; table?: string }[];
-    const rule = rules.some((r) => r.fwmark !== undefined && Number(r.fwmark) === mark && r.table === String(table));
-    const route = /^local (default|0\.0\.0\.0\/0) dev lo\b/m.test(await p.ipRoutes(table));
-    if (rule && route) add('policy routing', 'ok', `fwmark ${hex} → table ${table} → local via lo (the fallback's TPROXY path)`);
-    else {
-      add('policy routing', 'warn', `missing ${[rule ? '' : `ip rule fwmark ${hex} lookup ${table}`, route ? '' : `local route in table ${table}`].filter(Boolean).join(' and ')}: the fallback cannot receive connections (apns-proxy refresh or run installs them)`,
-        `ip rule add fwmark ${hex} lookup ${table}; ip route replace local 0.0.0.0/0 dev lo table ${table}`);
+    const seen = await probe('policy routing', async () => ({ rules: await p.ipRules(), routes: await p.ipRoutes(table) }));
+    if (seen !== undefined) {
+      const foreign = routingProblems({ mark, table }, seen.rules, seen.routes);
+      const { hasRule: rule, hasRoute: route } = routingOwnership(seen.rules, seen.routes, { mark, table });
+      for (const x of foreign) add('policy routing', 'fail', `${x.key}: ${x.message}`, x.fix);
+      if (foreign.length === 0 && rule && route) add('policy routing', 'ok', `fwmark ${hex} → table ${table} → local via lo (the fallback's TPROXY path)`);
+      else if (foreign.length === 0) {
+        add('policy routing', 'warn', `missing ${[rule ? '' : `ip rule fwmark ${hex} lookup ${table}`, route ? '' : `local route in table ${table}`].filter(Boolean).join(' and ')}: the fallback cannot receive connections (apns-proxy refresh or run installs them)`,
+          [rule ? '' : `ip rule add fwmark ${hex} lookup ${table}`, route ? '' : `ip route add local 0.0.0.0/0 dev lo table ${table}`].filter(Boolean).join('; '));
+      }
     }
     const native = p.native();
     if (native === null) add('fallback helper', 'ok', 'the native helper (transparent listener, relay) loads');

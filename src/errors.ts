@@ -14,8 +14,9 @@ export type ErrorCode =
   | 'E_NETWORK'       // socket error talking to upstream DNS
   | 'E_NOT_ALLOWED'   // every address upstream gave is outside allowedUpstreamNets
   | 'E_CONTROL'       // talking to the running daemon failed, or another daemon holds the lock
-  | 'E_NOT_OURS'      // a table, route or rule of that name exists and was not written by apns-proxy
-  | 'E_LISTEN';       // a listener could not be started
+  | 'E_LISTEN'        // a listener could not be started
+  | 'E_NOT_OURS'      // a table, route or rule we would replace or delete belongs to someone else
+  | 'E_UNSAFE';       // the config clashes with this machine (VIP prefix on a local network, DNS loop)
 
 export class ApnsProxyError extends Error {
   readonly code: ErrorCode;

@@ -1,4 +1,5 @@
 import test from 'ava';
+import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../src/errors.js';
 import { DEFAULTS, parseConfig, parseConfigText } from '../../src/config.js';
 
@@ -94,4 +95,39 @@ for (const [title, input, key, shown] of bad) {
 test('invalid JSON names the file', (t) => {
   const err = t.throws(() => parseConfigText('{"vipPrefix": ', '/etc/apns-proxy/config.json'), { instanceOf: ConfigError });
   t.regex(err!.message, /^config: \/etc\/apns-proxy\/config\.json: is not valid JSON/);
+});
+
+// Cross-field checks (issue 10): each value is valid alone, the combination is unsafe.
+const unsafe: [string, unknown, string, string, RegExp][] = [
+  ['allowed net covering the VIP prefix', { vipPrefix: '198.18.100.0/24', allowedUpstreamNets: ['17.0.0.0/8', '198.18.0.0/15'] }, 'allowedUpstreamNets[1]', '"198.18.0.0/15"', /overlaps vipPrefix 198\.18\.100\.0\/24: a VIP could be programmed as a courier address \(VIP → VIP\)/],
+  ['allowed net inside the VIP prefix', { vipPrefix: '198.18.100.0/24', allowedUpstreamNets: ['198.18.100.128/25'] }, 'allowedUpstreamNets[0]', '"198.18.100.128/25"', /overlaps vipPrefix/],
+  ['allowed net equal to the VIP prefix (default prefix)', { allowedUpstreamNets: ['10.100.100.0/24'] }, 'allowedUpstreamNets[0]', '"10.100.100.0/24"', /overlaps vipPrefix 10\.100\.100\.0\/24/],
+  ['0.0.0.0/0 as an allowed net', { allowedUpstreamNets: ['0.0.0.0/0'] }, 'allowedUpstreamNets[0]', '"0.0.0.0/0"', /is wider than a \/8: .* relay to almost anywhere/],
+  ['an allowed net shorter than /8', { allowedUpstreamNets: ['17.0.0.0/8', '0.0.0.0/7'] }, 'allowedUpstreamNets[1]', '"0.0.0.0/7"', /is wider than a \/8/],
+  ['upstreamDns equal to a dns.listen entry', { upstreamDns: ['203.0.113.53', '192.0.2.1'], dns: { listen: ['127.0.0.1:5353', '192.0.2.1:53'] } }, 'upstreamDns[1]', '"192.0.2.1"', /is our own DNS listener \(dns\.listen\[1\] 192\.0\.2\.1:53\): forwarded queries would loop back to us/],
+  ['upstreamDns equal to a dns.listen entry, IPv6', { upstreamDns: ['[2001:DB8::1]:53'], dns: { listen: ['[2001:db8::1]:53'] } }, 'upstreamDns[0]', '"[2001:DB8::1]:53"', /is our own DNS listener/],
+];
+
+for (const [title, input, key, shown, why] of unsafe) {
+  test(`config error (cross-field): ${title}`, (t) => {
+    const err = t.throws(() => parseConfig(input), { instanceOf: ConfigError });
+    t.is(err?.code, 'E_CONFIG');
+    t.is(err?.key, key);
+    t.true(err?.message.startsWith(`config: ${key}: `), err?.message);
+    t.true(err?.message.endsWith(`got ${shown}`), err?.message);
+    t.regex(err!.message, why);
+  });
+}
+
+test('cross-field checks accept what is safe: /8 nets, neighbouring prefixes, the same host on another port', (t) => {
+  t.notThrows(() => parseConfig({ vipPrefix: '198.18.100.0/24', allowedUpstreamNets: ['17.0.0.0/8', '198.18.101.0/24', '198.18.99.0/24'] }));
+  t.notThrows(() => parseConfig({ upstreamDns: ['192.0.2.1:5353'], dns: { listen: ['192.0.2.1:53'] } }));
+  t.notThrows(() => parseConfig({ upstreamDns: ['192.0.2.2'], dns: { listen: ['192.0.2.1:53'] } }));
+});
+
+test('the README default config is still valid', (t) => {
+  const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+  const blocks = [...readme.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1]!).filter((b) => b.includes('"vipPrefix"'));
+  t.true(blocks.length > 0, 'the README shows a config');
+  for (const b of blocks) t.notThrows(() => parseConfig(JSON.parse(b)));
 });

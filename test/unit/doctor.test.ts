@@ -14,7 +14,13 @@ function healthy(): DoctorProbes & { answers: Map<string, Resolution> } {
     nftCheck: async () => null,
     sysctl: async (key) => ({ 'net.ipv4.ip_forward': '1', 'net.netfilter.nf_conntrack_max': '262144' } as Record<string, string>)[key] ?? null,
     ipRules: async () => '[{"priority":0,"src":"all","table":"local"},{"priority":32765,"src":"all","fwmark":"0x2a","table":"42"}]',
-    ipRoutes: async () => 'local default dev lo scope host \n',
+    ipRoutes: async () => '[{"type":"local","dst":"default","dev":"lo","scope":"host","flags":[]}]',
+    tableOwner: async () => 'ours',
+    localAddresses: async () => [
+      { ifname: 'lo', family: 4, address: '127.0.0.1', prefixlen: 8 },
+      { ifname: 'r0', family: 4, address: '192.0.2.1', prefixlen: 24 },
+      { ifname: 'r1', family: 4, address: '203.0.113.1', prefixlen: 24 },
+    ],
     nftRuleset: async () => '{"nftables":[{"metainfo":{}}]}',
     bindable: async () => 'free',
     daemonRunning: async () => false,
@@ -28,7 +34,7 @@ const find = (f: Finding[], check: string) => f.find((x) => x.check === check)!;
 
 test('a healthy router: every check ok', async (t) => {
   const f = await runDoctor(config, healthy(), { devices: 5000 });
-  t.deepEqual(levels(f), { nftables: 'ok', ip_forward: 'ok', conntrack: 'ok', 'policy routing': 'ok', 'fallback helper': 'ok', 'forward chain': 'ok', 'dns port': 'ok', 'upstream dns': 'ok' });
+  t.deepEqual(levels(f), { nftables: 'ok', 'nft table': 'ok', 'vip prefix': 'ok', 'dns loop': 'ok', ip_forward: 'ok', conntrack: 'ok', 'policy routing': 'ok', 'fallback helper': 'ok', 'forward chain': 'ok', 'dns port': 'ok', 'upstream dns': 'ok' });
   t.regex(formatFindings(f), /\nno problems\n$/);
 });
 
@@ -75,7 +81,7 @@ test('policy routing: a missing rule or route is named', async (t) => {
   t.is(r.level, 'warn');
   t.regex(r.message, /^missing ip rule fwmark 0x2a lookup 42:/);
   p.ipRules = healthy().ipRules;
-  p.ipRoutes = async () => '';
+  p.ipRoutes = async () => '[]';
   t.regex(find(await runDoctor(config, p, { devices: 1 }), 'policy routing').message, /^missing local route in table 42/);
 });
 
@@ -133,4 +139,54 @@ test('upstream dns: each server checked; NXDOMAIN still counts as reachable', as
   t.is(f[1]!.level, 'fail');
   t.regex(f[1]!.fix!, /dig @203\.0\.113\.54 -p 53 1-courier\.push\.apple\.com/);
   t.regex(formatFindings(f), /FAIL  upstream dns: 203\.0\.113\.54:53 gave no usable answer.*\n      fix: .*\n1 problem\(s\), 0 warning\(s\)\n$/);
+});
+
+// What `run` refuses (preflight.ts) is a FAIL in doctor, each with its fix.
+test('nft table: a table of that name that is not ours fails', async (t) => {
+  const p = healthy();
+  p.tableOwner = async () => 'foreign';
+  const n = find(await runDoctor(testConfig({ nft: { table: 'filter' }, dns: { listen: [] } }), p, { devices: 1 }), 'nft table');
+  t.is(n.level, 'fail');
+  t.regex(n.message, /^nft\.table: table inet filter exists and is not ours/);
+  t.regex(n.fix!, /^set nft\.table to a name no other table uses/);
+  p.tableOwner = async () => 'absent';
+  t.is(find(await runDoctor(config, p, { devices: 1 }), 'nft table').level, 'ok');
+});
+
+test('policy routing: a fallback table used by other routes fails (not merely "missing")', async (t) => {
+  const p = healthy();
+  p.ipRules = async () => '[]';
+  p.ipRoutes = async () => '[{"dst":"203.0.113.0/24","dev":"r1","scope":"link","flags":[]}]';
+  const f = (await runDoctor(config, p, { devices: 1 })).filter((x) => x.check === 'policy routing');
+  t.is(f.length, 1);
+  t.is(f[0]!.level, 'fail');
+  t.regex(f[0]!.message, /^fallback\.table: routing table 42 is in use by routes that are not ours \(203\.0\.113\.0\/24 dev r1 scope link\)/);
+  t.regex(f[0]!.fix!, /set fallback\.table/);
+});
+
+test('policy routing: our fwmark sent elsewhere fails with the rule named', async (t) => {
+  const p = healthy();
+  p.ipRules = async () => '[{"priority":100,"src":"all","fwmark":"0x2a","table":"7"},{"priority":32765,"src":"all","fwmark":"0x2a","table":"42"}]';
+  const n = find(await runDoctor(config, p, { devices: 1 }), 'policy routing');
+  t.is(n.level, 'fail');
+  t.regex(n.message, /^fallback\.mark: ip rule "priority 100 fwmark 0x2a lookup 7"/);
+  t.regex(n.fix!, /ip rule del priority 100 fwmark 0x2a lookup 7$/);
+});
+
+test('vip prefix on a local network and a DNS loop fail', async (t) => {
+  const f = await runDoctor(testConfig({ vipPrefix: '192.0.2.0/24', upstreamDns: ['192.0.2.1'], dns: { listen: ['0.0.0.0:53'] } }), healthy(), { devices: 1 });
+  t.is(find(f, 'vip prefix').level, 'fail');
+  t.regex(find(f, 'vip prefix').message, /^vipPrefix: 192\.0\.2\.0\/24 overlaps 192\.0\.2\.1\/24 on r0/);
+  t.truthy(find(f, 'vip prefix').fix);
+  t.is(find(f, 'dns loop').level, 'fail');
+  t.regex(find(f, 'dns loop').message, /^upstreamDns\[0\]: 192\.0\.2\.1:53 is our own DNS listener/);
+  t.truthy(find(f, 'dns loop').fix);
+});
+
+test('a probe that cannot run is a warning, not a crash', async (t) => {
+  const p = healthy();
+  p.tableOwner = async () => { throw new Error('nft list table inet apns_proxy failed: Operation not permitted'); };
+  const n = find(await runDoctor(config, p, { devices: 1 }), 'nft table');
+  t.is(n.level, 'warn');
+  t.regex(n.message, /^could not check: .*Operation not permitted/);
 });
