@@ -20,6 +20,8 @@ export interface Config {
     readonly maxForwards: number;              // forwarded queries in flight; beyond it, SERVFAIL
     readonly tcpMaxConnections: number;
     readonly tcpIdleTimeoutMs: number;         // a TCP client silent this long is disconnected
+    readonly tcpMaxPerClient: number;          // TCP connections per client address: one client cannot take every slot
+    readonly tcpFrameTimeoutMs: number;        // a started TCP query frame must be complete within this
   };
   readonly refresh: { readonly schedule: string; readonly maxStaleSeconds: number };
   readonly fallback: {
@@ -59,6 +61,8 @@ export const DEFAULTS = {
     maxForwards: 512,
     tcpMaxConnections: 256,
     tcpIdleTimeoutMs: 10000,
+    tcpMaxPerClient: 16,
+    tcpFrameTimeoutMs: 2000,
   },
   refresh: { schedule: '* * * * *', maxStaleSeconds: 86400 },
   fallback: {
@@ -204,6 +208,8 @@ export function parseConfig(raw: unknown): Config {
     maxForwards: int(pick(d, 'maxForwards', DEFAULTS.dns.maxForwards), 'dns.maxForwards', 1, 65535),
     tcpMaxConnections: int(pick(d, 'tcpMaxConnections', DEFAULTS.dns.tcpMaxConnections), 'dns.tcpMaxConnections', 1, 65535),
     tcpIdleTimeoutMs: int(pick(d, 'tcpIdleTimeoutMs', DEFAULTS.dns.tcpIdleTimeoutMs), 'dns.tcpIdleTimeoutMs', 100, 3_600_000),
+    tcpMaxPerClient: int(pick(d, 'tcpMaxPerClient', DEFAULTS.dns.tcpMaxPerClient), 'dns.tcpMaxPerClient', 1, 65535),
+    tcpFrameTimeoutMs: int(pick(d, 'tcpFrameTimeoutMs', DEFAULTS.dns.tcpFrameTimeoutMs), 'dns.tcpFrameTimeoutMs', 100, 60000),
   };
 
   const rf = section(raw, 'refresh', 'refresh');

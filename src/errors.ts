@@ -10,7 +10,8 @@ export type ErrorCode =
   | 'E_REFUSED'       // upstream DNS answered REFUSED
   | 'E_RCODE'         // upstream DNS answered another error rcode
   | 'E_MALFORMED'     // upstream DNS answer could not be decoded or made no sense
-  | 'E_CNAME_LOOP'    // CNAME chain loops or is too long
+  | 'E_CNAME_LOOP'    // CNAME chain loops (a name comes back)
+  | 'E_CNAME_LONG'    // CNAME chain longer than the resolver's hop limit (maxChain), without a loop
   | 'E_NETWORK'       // socket error talking to upstream DNS
   | 'E_NOT_ALLOWED'   // every address upstream gave is outside allowedUpstreamNets
   | 'E_CONTROL'       // talking to the running daemon failed, or another daemon holds the lock

@@ -86,9 +86,7 @@ export function createResolver(opts: ResolverOptions): Resolver {
         if (chain.includes(alias.target)) {
           throw new ApnsProxyError('E_CNAME_LOOP', `${where}: CNAME loop ${[...chain, alias.target].join(' -> ')}`);
         }
-        if (chain.length > maxChain) {
-          throw new ApnsProxyError('E_CNAME_LOOP', `${where}: CNAME chain longer than ${maxChain} hops from ${chain[0]}`);
-        }
+        if (chain.length > maxChain) throw chainTooLong(where, chain, aliases, addresses, maxChain);
         chain.push(alias.target);
         ttl = Math.min(ttl, alias.ttl);
       }
@@ -169,6 +167,22 @@ function indexAnswers(reply: DecodedReply, where: string): { aliases: Map<string
     }
   }
   return { aliases, addresses };
+}
+
+/**
+ * The error for a chain at the hop limit: E_CNAME_LONG with the hops this answer shows (exact when
+ * it ends in A records here, else a lower bound), or E_CNAME_LOOP if it loops further on.
+ */
+function chainTooLong(where: string, chain: readonly string[], aliases: Map<string, Alias>, addresses: Map<string, Address[]>, maxChain: number): ApnsProxyError {
+  const seen = [...chain];
+  // each step adds a name not seen yet, taken from `aliases`: at most aliases.size steps
+  for (let alias = aliases.get(seen[seen.length - 1]!); alias; alias = aliases.get(alias.target)) {
+    if (seen.includes(alias.target)) return new ApnsProxyError('E_CNAME_LOOP', `${where}: CNAME loop ${[...seen, alias.target].join(' -> ')}`);
+    seen.push(alias.target);
+  }
+  const hops = seen.length - 1;
+  const exact = addresses.has(seen[seen.length - 1]!);
+  return new ApnsProxyError('E_CNAME_LONG', `${where}: CNAME chain too long: ${exact ? '' : 'at least '}${hops} hops from ${chain[0]}, the limit is ${maxChain}`);
 }
 
 /** RFC 2181 8: a TTL with the top bit set is treated as zero. */

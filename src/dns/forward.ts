@@ -24,16 +24,32 @@ export interface ForwarderOptions {
 }
 
 export interface Forwarder {
-  /** Always resolves, with the bytes to send the client (the relayed answer or SERVFAIL). */
-  forward(q: ForwardQuery): Promise<Buffer>;
+  /**
+   * Always resolves, with the bytes to send the client (the relayed answer or SERVFAIL). With
+   * `client` (its address), that client holds at most `share` of the forwards in flight.
+   */
+  forward(q: ForwardQuery, client?: string): Promise<Buffer>;
   readonly inFlight: number;
-  readonly overflows: number;   // queries answered SERVFAIL because maxInFlight was reached
+  /** Forwards one client address may hold at once: beyond it, that client gets SERVFAIL. */
+  readonly share: number;
+  /** Forwards `client` holds now. */
+  heldBy(client: string): number;
+  readonly overflows: number;        // queries answered SERVFAIL at once: maxInFlight reached or the client over its share
+  readonly clientOverflows: number;  // of those, because the client held its share
   /** Aborts every forward in flight (they resolve with SERVFAIL); later forwards also fail fast. */
   close(): void;
 }
 
 /** Upstream answers worth asking the next server about (a lame or misconfigured first server). */
 const TRY_NEXT = new Set(['SERVFAIL', 'REFUSED']);
+
+/**
+ * One client's share of maxInFlight: a quarter, so a client flooding forwards leaves three quarters
+ * to everyone else; at least 2 so a stub's A+AAAA pair is never split by the share alone.
+ */
+export function forwardShare(maxInFlight: number): number {
+  return Math.min(maxInFlight, Math.max(2, Math.ceil(maxInFlight / 4)));
+}
 
 export function createForwarder(opts: ForwarderOptions): Forwarder {
   const { servers, timeoutMs, maxInFlight } = opts;
@@ -43,8 +59,11 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
   const exchange = opts.exchange ?? realExchange;
   const aborter = new AbortController();
   setMaxListeners(0, aborter.signal);  // one listener per forward in flight, bounded by maxInFlight
+  const share = forwardShare(maxInFlight);
+  const held = new Map<string, number>();  // forwards in flight per client address; no entry at 0
   let inFlight = 0;
   let overflows = 0;
+  let clientOverflows = 0;
 
   function report(event: ForwardEvent): void {
     try {
@@ -81,23 +100,40 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
   }
 
   return {
-    async forward(q) {
+    async forward(q, client) {
       if (inFlight >= maxInFlight || aborter.signal.aborted) {
         overflows += inFlight >= maxInFlight ? 1 : 0;
         return servfail(q);
       }
+      const mine = client === undefined ? 0 : held.get(client) ?? 0;
+      if (mine >= share) {
+        overflows += 1;
+        clientOverflows += 1;
+        return servfail(q);
+      }
       inFlight += 1;
+      if (client !== undefined) held.set(client, mine + 1);
       try {
         return await ask(q, performance.now());
       } finally {
         inFlight -= 1;
+        if (client !== undefined) {
+          const left = held.get(client)! - 1;
+          if (left === 0) held.delete(client);
+          else held.set(client, left);
+        }
       }
     },
     get inFlight() {
       return inFlight;
     },
+    share,
+    heldBy: (client) => held.get(client) ?? 0,
     get overflows() {
       return overflows;
+    },
+    get clientOverflows() {
+      return clientOverflows;
     },
     close() {
       aborter.abort(new ApnsProxyError('E_NETWORK', 'DNS server closing'));

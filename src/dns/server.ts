@@ -59,9 +59,13 @@ export interface DnsStats {
   outcomes: Record<Outcome, number>;
   forwarded: number;
   forwardsInFlight: number;
-  forwardOverflows: number;        // SERVFAIL because dns.maxForwards were in flight
+  forwardOverflows: number;        // SERVFAIL at once: dns.maxForwards in flight, or the client held its share
+  forwardClientOverflows: number;  // of those, because the client held its share of dns.maxForwards
   tcpConnections: number;          // open now
   tcpRejected: number;             // turned away at dns.tcpMaxConnections
+  tcpOutsiders: number;            // closed at accept: the client is outside dns.allowClients
+  tcpPerClientRejected: number;    // closed at accept: the client had dns.tcpMaxPerClient open
+  tcpFrameTimeouts: number;        // closed: a query frame was not complete within dns.tcpFrameTimeoutMs
   rateLimitClients: number;        // buckets held by the rate limiter
   fastPath: number;                // of the outcomes, answered by the native UDP fast path
   handoffDropped: number;          // datagrams dropped because too many were waiting for JS
@@ -105,10 +109,12 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   const warnLines = new LogLimiter(5, 10_000, clock);
   const retired = new Set<Forwarder>();  // replaced by a reload, still finishing their forwards
   const counters = {
-    queries: 0, rateLimited: 0, dropped: 0, forwarded: 0, tcpRejected: 0,
+    queries: 0, rateLimited: 0, dropped: 0, forwarded: 0,
+    tcpRejected: 0, tcpOutsiders: 0, tcpPerClientRejected: 0, tcpFrameTimeouts: 0,
     outcomes: { courier: 0, nodata: 0, nxdomain: 0, refused: 0, formerr: 0, notimp: 0, badvers: 0 } as Record<Outcome, number>,
   };
   let overflowsRetired = 0;
+  let clientOverflowsRetired = 0;
   let nativeSeen = 0;  // datagrams the native threads handed over that JS has taken in
   const boundListen = opts.listen ?? opts.config.dns.listen;
   // Asked again on every update (a reload that changes log.level is followed by a new snapshot).
@@ -192,6 +198,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     for (const f of retired) {
       if (f.inFlight > 0) continue;
       overflowsRetired += f.overflows;
+      clientOverflowsRetired += f.clientOverflows;
       retired.delete(f);
     }
   }
@@ -226,8 +233,10 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
         return decision.bytes;
       case 'forward': {
         counters.forwarded++;
-        if (s.forwarder.inFlight >= s.config.dns.maxForwards) warn(`dns: ${s.config.dns.maxForwards} forwards in flight (dns.maxForwards); answering SERVFAIL`);
-        const reply = s.forwarder.forward(decision.query);
+        const f = s.forwarder;
+        if (f.inFlight >= s.config.dns.maxForwards) warn(`dns: ${s.config.dns.maxForwards} forwards in flight (dns.maxForwards); answering SERVFAIL`);
+        else if (f.heldBy(address) >= f.share) warn(`dns: ${address} holds ${f.share} forwards, its share of dns.maxForwards (${s.config.dns.maxForwards}); answering it SERVFAIL`);
+        const reply = f.forward(decision.query, address);
         return onAnswered === undefined ? reply : reply.then((bytes) => { answered('forwarded', started); return bytes; });
       }
       default:
@@ -244,6 +253,11 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     }
   }
 
+  function debugLine(text: string): void {
+    const held = debugLines.take();
+    if (held !== undefined) logger.debug(`${text}${held ? ` (${held} lines suppressed)` : ''}`);
+  }
+
   function logQuery(msg: Buffer, address: string, transport: Transport, d: Decision): void {
     const held = debugLines.take();
     if (held === undefined) return;
@@ -258,6 +272,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   const nativeEndpoints: string[] = [];
   const tcpServers: net.Server[] = [];
   const connections = new Set<net.Socket>();
+  const tcpPerClient = new Map<string, number>();  // open TCP connections per client address; no entry at 0
   const endpoints: DnsEndpoint[] = [];
 
   function serveUdp(socket: dgram.Socket): void {
@@ -284,21 +299,56 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   }
 
   function serveTcp(socket: net.Socket): void {
+    socket.on('error', () => undefined);  // resets by clients are theirs to have
+    const address = socket.remoteAddress;
+    if (address === undefined) return void socket.destroy();  // already gone
+    const { dns } = state.config;
+    // judged at accept: an outsider's queries would only be REFUSED, so it must not hold a slot
+    if (!state.acl.allows(address)) {
+      counters.tcpOutsiders++;
+      if (debug) debugLine(`dns: ${address} tcp: connection closed at accept (not in dns.allowClients)`);
+      return void socket.destroy();
+    }
+    const open = tcpPerClient.get(address) ?? 0;
+    if (open >= dns.tcpMaxPerClient) {
+      counters.tcpPerClientRejected++;
+      warn(`dns: tcp connection from ${address} refused: ${open} open (dns.tcpMaxPerClient)`);
+      return void socket.destroy();
+    }
+    tcpPerClient.set(address, open + 1);
     connections.add(socket);
     socket.setNoDelay(true);
-    socket.setTimeout(state.config.dns.tcpIdleTimeoutMs, () => socket.destroy());
+    // idle counts from the last complete frame or answer: stray bytes do not keep a connection
+    const idle = setTimeout(() => socket.destroy(), dns.tcpIdleTimeoutMs);
+    // a frame that has started must be complete by this deadline (no trickling a slot away)
+    let frameDeadline: NodeJS.Timeout | undefined;
+    const frameTimedOut = (): void => {
+      counters.tcpFrameTimeouts++;
+      if (debug) debugLine(`dns: ${address} tcp: connection closed: a query frame not complete within ${dns.tcpFrameTimeoutMs} ms (dns.tcpFrameTimeoutMs)`);
+      socket.destroy();
+    };
     const frames = new FrameReader();
-    const address = socket.remoteAddress ?? '';
     let pending = 0;
     let ended = false;
     const write = (bytes: Buffer): void => {
       if (socket.destroyed || !socket.writable) return;
       if (socket.writableLength > TCP_MAX_QUEUED_BYTES) return void socket.destroy();
       socket.write(frameMessage(bytes));
+      idle.refresh();
     };
     socket.on('data', (chunk: Buffer) => {
+      const msgs = frames.push(chunk);
+      if (msgs.length > 0) idle.refresh();
+      if (frames.buffered === 0) {
+        clearTimeout(frameDeadline);
+        frameDeadline = undefined;
+      } else if (frameDeadline === undefined) {
+        frameDeadline = setTimeout(frameTimedOut, dns.tcpFrameTimeoutMs);
+      } else if (msgs.length > 0) {
+        frameDeadline.refresh();  // the frames before it are complete: a new one started in this chunk
+      }
       // several queries per connection, pipelined: answered as they come (forwards may overtake)
-      for (const msg of frames.push(chunk)) {
+      for (const msg of msgs) {
         const out = handle(msg, address, 'tcp');
         if (out === undefined) continue;
         if (!(out instanceof Promise)) {
@@ -317,8 +367,14 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       ended = true;  // the client is done sending; finish what it asked, then close
       if (pending === 0) socket.end();
     });
-    socket.on('error', () => undefined);  // resets by clients are theirs to have
-    socket.on('close', () => connections.delete(socket));
+    socket.on('close', () => {
+      clearTimeout(idle);
+      clearTimeout(frameDeadline);
+      connections.delete(socket);
+      const left = (tcpPerClient.get(address) ?? 1) - 1;
+      if (left > 0) tcpPerClient.set(address, left);
+      else tcpPerClient.delete(address);
+    });
   }
 
   let closed = false;
@@ -410,13 +466,15 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       pruneRetired();
       let inFlight = state.forwarder.inFlight;
       let overflows = overflowsRetired + state.forwarder.overflows;
+      let clientOverflows = clientOverflowsRetired + state.forwarder.clientOverflows;
       for (const f of retired) {
         inFlight += f.inFlight;
         overflows += f.overflows;
+        clientOverflows += f.clientOverflows;
       }
       const out: DnsStats = {
         ...counters, outcomes: { ...counters.outcomes },
-        forwardsInFlight: inFlight, forwardOverflows: overflows,
+        forwardsInFlight: inFlight, forwardOverflows: overflows, forwardClientOverflows: clientOverflows,
         tcpConnections: connections.size, rateLimitClients: state.buckets?.size ?? 0,
         fastPath: 0, handoffDropped: 0,
       };

@@ -3,12 +3,15 @@
 // address, then give both sockets to the native relay thread and forget them.
 import net from 'node:net';
 import { randomInt } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import type { Config } from '../config.js';
 import { courierForVip } from '../couriers.js';
 import { errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Snapshot } from '../mapping.js';
 import type { Resolution } from '../resolver.js';
+import { LogLimiter } from '../dns/limits.js';
 import type { Native, Relay, RelayCloseEvent } from './native.js';
 import { planTargets } from './plan.js';
 
@@ -21,7 +24,11 @@ export interface FallbackDeps {
   readonly onResolved: (n: number) => void;
   readonly logger: Logger;
   /** Where the server listens; the default is the real transparent socket on 127.0.0.1. */
-  readonly listen?: (server: net.Server, config: Config) => Promise<void>;
+  readonly listen?: (server: net.Server, config: Config, backlog: number) => Promise<void>;
+  /** The text of /proc/sys/net/core/somaxconn (tests: a fake; may throw when unreadable). */
+  readonly readSomaxconn?: () => string;
+  /** Monotonic ms for the log rate limit; performance.now. */
+  readonly clock?: () => number;
   /** The connection's original destination; with TPROXY it is the accepted socket's local address. */
   readonly originalDestination?: (socket: net.Socket) => { address: string; port: number };
 }
@@ -35,10 +42,31 @@ export interface Fallback {
   close(): Promise<void>;
 }
 
+/** Rejection lines at most per window: a client hammering a dead courier must not flood the log. */
+const REJECT_LINES = 10;
+const REJECT_WINDOW_MS = 10_000;
+/** The listen backlog when net.core.somaxconn cannot be read (the kernel's default since 5.4). */
+export const DEFAULT_BACKLOG = 4096;
+const SOMAXCONN = '/proc/sys/net/core/somaxconn';
+
+/** The listen backlog: net.core.somaxconn (the kernel caps any larger one to it anyway), else 4096. */
+export function listenBacklog(read: () => string = () => readFileSync(SOMAXCONN, 'utf8')): { backlog: number; source: string } {
+  let text: string;
+  try {
+    text = read().trim();
+  } catch (err) {
+    return { backlog: DEFAULT_BACKLOG, source: `default: ${SOMAXCONN} unreadable (${errorMessage(err)})` };
+  }
+  const n = /^\d{1,10}$/.test(text) ? Number(text) : NaN;
+  // listen(2) takes an int; 0 or garbage would be no better than the default
+  if (!(n >= 1 && n <= 0x7fffffff)) return { backlog: DEFAULT_BACKLOG, source: `default: ${SOMAXCONN} is ${JSON.stringify(text.slice(0, 20))}` };
+  return { backlog: n, source: 'net.core.somaxconn' };
+}
+
 /** Listens on the transparent socket the native helper creates (IP_TRANSPARENT, CAP_NET_ADMIN). */
-export function transparentListen(native: Native): (server: net.Server, config: Config) => Promise<void> {
-  return (server, config) => new Promise((resolve, reject) => {
-    const fd = native.listenTransparent('127.0.0.1', config.fallback.port, 1024);
+export function transparentListen(native: Native): (server: net.Server, config: Config, backlog: number) => Promise<void> {
+  return (server, config, backlog) => new Promise((resolve, reject) => {
+    const fd = native.listenTransparent('127.0.0.1', config.fallback.port, backlog);
     server.once('error', reject);
     server.listen({ fd }, () => {
       server.off('error', reject);
@@ -64,9 +92,11 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
   const server = net.createServer({ pauseOnConnect: true }, (client) => void handle(client));
   server.on('error', (err) => logger.error(`fallback listener: ${errorMessage(err)}`));
 
+  const rejectLines = new LogLimiter(REJECT_LINES, REJECT_WINDOW_MS, deps.clock ?? (() => performance.now()));
   const reject = (client: net.Socket, id: number, why: string) => {
     failed++;
-    logger.info(`fallback #${id}: ${why}; connection reset`);
+    const held = rejectLines.take();
+    if (held !== undefined) logger.info(`fallback #${id}: ${why}; connection reset${held > 0 ? ` (${held} similar lines suppressed)` : ''}`);
     client.resetAndDestroy();
   };
 
@@ -117,8 +147,9 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
     }
   }
 
-  await (deps.listen ?? transparentListen(native))(server, config);
-  logger.info(`fallback: listening on ${JSON.stringify(server.address())}`);
+  const { backlog, source } = listenBacklog(deps.readSomaxconn);
+  await (deps.listen ?? transparentListen(native))(server, config, backlog);
+  logger.info(`fallback: listening on ${JSON.stringify(server.address())} (backlog ${backlog}, ${source})`);
   return {
     address: server.address() as net.AddressInfo,
     stats: () => {

@@ -17,6 +17,7 @@ test('defaults fill every key of the contract', (t) => {
     { forwardTimeoutMs: c.dns.forwardTimeoutMs, maxForwards: c.dns.maxForwards, tcpMaxConnections: c.dns.tcpMaxConnections, tcpIdleTimeoutMs: c.dns.tcpIdleTimeoutMs },
     { forwardTimeoutMs: 2000, maxForwards: 512, tcpMaxConnections: 256, tcpIdleTimeoutMs: 10000 },
   );
+  t.deepEqual({ tcpMaxPerClient: c.dns.tcpMaxPerClient, tcpFrameTimeoutMs: c.dns.tcpFrameTimeoutMs }, { tcpMaxPerClient: 16, tcpFrameTimeoutMs: 2000 });
   t.deepEqual(c.refresh, { schedule: '* * * * *', maxStaleSeconds: 86400 });
   t.deepEqual(c.fallback, {
     enabled: true, port: 15223, mark: 42, table: 42,
@@ -30,8 +31,9 @@ test('defaults fill every key of the contract', (t) => {
 test('values given replace defaults, sections merge key by key', (t) => {
   const c = parseConfig({
     vipPrefix: '198.18.100.0/24', couriers: { last: 60 }, upstreamDns: ['203.0.113.53:5353', '[2001:db8::1]:53'],
-    dns: { ttl: 5 }, nft: { masquerade: false },
+    dns: { ttl: 5, tcpMaxPerClient: 1, tcpFrameTimeoutMs: 60000 }, nft: { masquerade: false },
   });
+  t.like(c.dns, { tcpMaxPerClient: 1, tcpFrameTimeoutMs: 60000, tcpIdleTimeoutMs: 10000 });
   t.is(c.vipPrefix.text, '198.18.100.0/24');
   t.deepEqual(c.couriers, { template: '{n}-courier.push.apple.com', first: 1, last: 60 });
   t.deepEqual(c.upstreamDns, [{ host: '203.0.113.53', port: 5353, family: 4 }, { host: '2001:db8::1', port: 53, family: 6 }]);
@@ -65,6 +67,10 @@ const bad: [string, unknown, string, string][] = [
   ['max forwards zero', { dns: { maxForwards: 0 } }, 'dns.maxForwards', '0'],
   ['tcp connections fractional', { dns: { tcpMaxConnections: 1.5 } }, 'dns.tcpMaxConnections', '1.5'],
   ['tcp idle as string', { dns: { tcpIdleTimeoutMs: '10s' } }, 'dns.tcpIdleTimeoutMs', '"10s"'],
+  ['tcp per client zero', { dns: { tcpMaxPerClient: 0 } }, 'dns.tcpMaxPerClient', '0'],
+  ['tcp per client above 65535', { dns: { tcpMaxPerClient: 65536 } }, 'dns.tcpMaxPerClient', '65536'],
+  ['tcp frame timeout too short', { dns: { tcpFrameTimeoutMs: 99 } }, 'dns.tcpFrameTimeoutMs', '99'],
+  ['tcp frame timeout too long', { dns: { tcpFrameTimeoutMs: 60001 } }, 'dns.tcpFrameTimeoutMs', '60001'],
   ['port out of range', { ports: [5223, 70000] }, 'ports[1]', '70000'],
   ['port twice', { ports: [5223, 5223] }, 'ports', '[5223,5223]'],
   ['bad schedule', { refresh: { schedule: 'every minute' } }, 'refresh.schedule', '"every minute"'],

@@ -4,7 +4,7 @@ import test from 'ava';
 import { performance } from 'node:perf_hooks';
 import dnsPacket from 'dns-packet';
 import { type ForwardQuery, answerQuery, buildResponder } from '../../src/dns/answer.js';
-import { type ForwardEvent, createForwarder } from '../../src/dns/forward.js';
+import { type ForwardEvent, createForwarder, forwardShare } from '../../src/dns/forward.js';
 import { ApnsProxyError } from '../../src/errors.js';
 import type { HostPort } from '../../src/net.js';
 import { type ExchangeResult, exchange } from '../../src/upstream.js';
@@ -111,6 +111,42 @@ test('forward: over maxInFlight → SERVFAIL at once, no upstream query', async 
   for (const r of release) r();
   t.deepEqual((await Promise.all([a, b])).map((x) => decode(x).rcode), ['NOERROR', 'NOERROR']);
   t.is(f.inFlight, 0);
+});
+
+test('forward: one client holds at most its share of maxInFlight; beyond it SERVFAIL at once, others still forwarded', async (t) => {
+  const release: (() => void)[] = [];
+  const asked: string[] = [];
+  const held: typeof exchange = (server, question) => {
+    asked.push(question.name);
+    return new Promise((resolve) => release.push(() => {
+      const raw = dnsPacket.encode({ type: 'response', id: 1, flags: 0, questions: [{ name: question.name, type: 'A', class: 'IN' }] });
+      resolve({ response: dnsPacket.decode(raw) as ExchangeResult['response'], raw, transport: 'udp', server });
+    }));
+  };
+  const f = createForwarder({ servers: [S1], timeoutMs: 100, maxInFlight: 12, exchange: held });
+  t.is(f.share, 3);
+  const hog = ['a1', 'a2', 'a3'].map((n) => f.forward(forwardQuery(`${n}.example.test`), '192.0.2.66'));
+  t.is(f.heldBy('192.0.2.66'), 3);
+  const over = decode(await f.forward(forwardQuery('a4.example.test'), '192.0.2.66'));
+  t.is(over.rcode, 'SERVFAIL');
+  t.deepEqual(asked, ['a1.example.test', 'a2.example.test', 'a3.example.test'], 'the fourth was never asked upstream');
+  const other = f.forward(forwardQuery('b1.example.test'), '192.0.2.67');
+  t.is(f.inFlight, 4);
+  t.is(f.heldBy('192.0.2.67'), 1);
+  t.is(f.overflows, 1);
+  t.is(f.clientOverflows, 1);
+  for (const r of release.splice(0)) r();
+  t.deepEqual((await Promise.all([...hog, other])).map((x) => decode(x).rcode), ['NOERROR', 'NOERROR', 'NOERROR', 'NOERROR']);
+  t.is(f.heldBy('192.0.2.66'), 0);
+  // its forwards done, the client gets its share again
+  const again = f.forward(forwardQuery('a5.example.test'), '192.0.2.66');
+  t.is(f.heldBy('192.0.2.66'), 1);
+  for (const r of release.splice(0)) r();
+  t.is(decode(await again).rcode, 'NOERROR');
+});
+
+test('forwardShare: a quarter of maxInFlight, at least 2, never more than maxInFlight', (t) => {
+  t.deepEqual([1, 2, 4, 8, 9, 12, 512, 65535].map(forwardShare), [1, 2, 2, 2, 3, 3, 128, 16384]);
 });
 
 test('forward: close() aborts what is in flight with SERVFAIL, and later forwards fail fast', async (t) => {

@@ -123,7 +123,8 @@ test('fuzz, pure: 50 000 hostile upstream replies to relay; no throw, client ID 
 
 test('fuzz, live: 100 000 packets over UDP and 25 000 frames over TCP; server answers right after, memory bounded', async (t) => {
   const upstream = await startScriptedDns((q) => ({ answers: [{ type: 'A', name: q.name, ttl: 1, data: '198.51.100.3' }] }));
-  const config = testConfig({ upstreamDns: [`127.0.0.1:${upstream.port}`], dns: { allowClients: ['127.0.0.0/8'], rateLimit: 0, maxForwards: 64, forwardTimeoutMs: 500 } });
+  const config = testConfig({ upstreamDns: [`127.0.0.1:${upstream.port}`], dns: { allowClients: ['127.0.0.0/8'], rateLimit: 0, maxForwards: 64, forwardTimeoutMs: 500, tcpMaxPerClient: 64 } });
+  // tcpMaxPerClient: all 40 fuzzing connections come from 127.0.0.1 and must each be served
   const server = await startDnsServer({ config, snapshot: testSnapshot(config), logger: memoryLogger(), listen: [{ host: '127.0.0.1', port: 0, family: 4 }] });
   t.teardown(async () => {
     await server.close();
@@ -194,6 +195,7 @@ test('fuzz, live: 100 000 packets over UDP and 25 000 frames over TCP; server an
   t.is(undecodable, 0, 'every UDP reply decodes');
   t.is(stats.forwardsInFlight, 0);
   t.is(stats.tcpConnections, 0);
+  t.is(stats.tcpPerClientRejected, 0);
   t.true(heapAfter - heapBefore < 4 * 1024 * 1024, `heap grew ${((heapAfter - heapBefore) / 1048576).toFixed(1)} MB`);
 
   const r = decode(await udpAsk(port, query('5-Courier.push.apple.com', 'A', { id: 4242 })));

@@ -7,10 +7,10 @@ import type { Config } from '../../src/config.js';
 import { type DnsServer, startDnsServer } from '../../src/dns/server.js';
 import { memoryLogger } from '../../src/log.js';
 import { ApnsProxyError } from '../../src/errors.js';
-import { frameMessage } from '../../src/upstream.js';
+import { FrameReader, frameMessage } from '../../src/upstream.js';
 import { FakeClock, nx, ok, testConfig } from '../helpers/fixtures.js';
 import { startScriptedDns, type ScriptedDns } from '../helpers/scripted-dns.js';
-import { decode, query, tcpConnect, testSnapshot, udpAsk } from './dns-util.js';
+import { type TcpClient, decode, query, tcpConnect, testSnapshot, udpAsk } from './dns-util.js';
 
 const LOOPBACK = [{ host: '127.0.0.1', port: 0, family: 4 as const }];
 
@@ -181,16 +181,18 @@ test('forwarding: beyond dns.maxForwards in flight → SERVFAIL at once', async 
   t.true(logger.lines.some((l) => /warn: dns: 2 forwards in flight/.test(l)));
 });
 
-test('ACL: a client outside dns.allowClients gets REFUSED over UDP and TCP, nothing is forwarded', async (t) => {
-  const { port, upstream } = await setup(t, { allowClients: ['192.0.2.0/24'] });
+test('ACL: a client outside dns.allowClients gets REFUSED over UDP, is closed at accept over TCP; nothing is forwarded', async (t) => {
+  const { port, upstream, server } = await setup(t, { allowClients: ['192.0.2.0/24'] });
   const u = decode(await udpAsk(port, query('5-courier.push.apple.com', 'A', { id: 4 })));
   t.like(u, { id: 4, rcode: 'REFUSED' });
   t.is(u.answers?.length, 0);
-  const c = await tcpConnect(port);
+  const c = await tcpFrom(port, '127.0.0.1');
   t.teardown(() => c.socket.destroy());
   c.send(query('forward.example.test', 'A', { id: 5 }));
-  t.like(decode((await c.waitFor(1))[0]!), { id: 5, rcode: 'REFUSED' });
+  t.true(await closedWithin(c, 2000), 'closed by the server, not answered');
+  t.is(c.replies.length, 0);
   t.is(upstream.queries.length, 0);
+  t.is(server.stats().tcpOutsiders, 1);
 });
 
 test('rate limit: beyond dns.rateLimit per second a client is dropped, then served again', async (t) => {
@@ -326,4 +328,188 @@ test('onAnswered: local and forwarded answers are reported with their latency', 
   await udpAsk(port, query('5-courier.push.apple.com'));
   await udpAsk(port, query('x.example.test'));
   t.deepEqual(seen, [['local', 0], ['forwarded', 0.25]]);
+});
+
+// ---- DNS over TCP against slot holders (issue 10) ------------------------------------------
+// Loopback answers every 127/8 address: clients "from" 127.0.0.2.. are distinct client addresses.
+
+/** A TCP client bound to `from`; unlike tcpConnect it also copes with a close before 'connect'. */
+async function tcpFrom(port: number, from: string): Promise<TcpClient> {
+  const socket = net.connect({ port, host: '127.0.0.1', localAddress: from });
+  socket.on('error', () => undefined);
+  const replies: Buffer[] = [];
+  const frames = new FrameReader();
+  const waiters: (() => void)[] = [];
+  const wake = (): void => { for (const w of waiters.splice(0)) w(); };
+  socket.on('data', (chunk: Buffer) => { replies.push(...frames.push(chunk).map((m) => Buffer.from(m))); wake(); });
+  const closed = new Promise<void>((resolve) => socket.once('close', () => { resolve(); wake(); }));
+  await Promise.race([new Promise<void>((resolve) => socket.once('connect', resolve)), closed]);
+  socket.setNoDelay(true);
+  return {
+    socket, replies, closed,
+    send: (msg) => void socket.write(frameMessage(msg)),
+    waitFor(count, timeoutMs = 2000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${replies.length} of ${count} TCP replies within ${timeoutMs} ms`)), timeoutMs);
+        const check = (): void => {
+          if (replies.length >= count) { clearTimeout(timer); resolve(replies.slice(0, count)); }
+          else if (socket.destroyed) { clearTimeout(timer); reject(new Error(`connection closed after ${replies.length} of ${count} replies`)); }
+          else waiters.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+/** true once the server has closed `c`; false if it is still open after `ms` (a bound, not a sleep). */
+async function closedWithin(c: TcpClient, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const r = await Promise.race([c.closed.then(() => true), new Promise<boolean>((resolve) => { timer = setTimeout(() => resolve(false), ms); })]);
+  clearTimeout(timer);
+  return r;
+}
+
+const settleTurns = async (until: () => boolean): Promise<void> => {
+  for (let i = 0; i < 200 && !until(); i++) await new Promise<void>((resolve) => setImmediate(resolve));
+};
+
+test('TCP: a connection from outside dns.allowClients is closed at accept, before it sends a byte', async (t) => {
+  const { port, server } = await setup(t, { allowClients: ['127.0.0.1/32'], tcpIdleTimeoutMs: 60_000 });
+  const outsider = await tcpFrom(port, '127.0.0.2');
+  t.teardown(() => outsider.socket.destroy());
+  t.true(await closedWithin(outsider, 2000), 'not left to the idle timeout (60 s)');
+  t.is(outsider.replies.length, 0);
+  t.like(server.stats(), { tcpOutsiders: 1, tcpConnections: 0 });
+  const inside = await tcpFrom(port, '127.0.0.1');
+  t.teardown(() => inside.socket.destroy());
+  inside.send(query('5-courier.push.apple.com', 'A', { id: 5 }));
+  t.like(decode((await inside.waitFor(1))[0]!).answers?.[0], { data: '198.18.100.5' });
+});
+
+test('TCP: at most dns.tcpMaxPerClient connections per client address; other clients still get in', async (t) => {
+  const { port, server } = await setup(t, { tcpMaxPerClient: 2, tcpIdleTimeoutMs: 60_000 });
+  const [a, b] = [await tcpFrom(port, '127.0.0.3'), await tcpFrom(port, '127.0.0.3')];
+  t.teardown(() => { a!.socket.destroy(); b!.socket.destroy(); });
+  a!.send(query('1-courier.push.apple.com'));
+  b!.send(query('2-courier.push.apple.com'));
+  await Promise.all([a!.waitFor(1), b!.waitFor(1)]);
+  const third = await tcpFrom(port, '127.0.0.3');
+  t.teardown(() => third.socket.destroy());
+  t.true(await closedWithin(third, 2000), 'the third from one address is closed at accept');
+  t.is(third.replies.length, 0);
+  t.is(server.stats().tcpPerClientRejected, 1);
+  const other = await tcpFrom(port, '127.0.0.4');
+  t.teardown(() => other.socket.destroy());
+  other.send(query('4-courier.push.apple.com'));
+  t.is((await other.waitFor(1)).length, 1, 'another address is not affected');
+  a!.socket.destroy();
+  await a!.closed;
+  await settleTurns(() => server.stats().tcpConnections <= 2);
+  const again = await tcpFrom(port, '127.0.0.3');
+  t.teardown(() => again.socket.destroy());
+  again.send(query('3-courier.push.apple.com'));
+  t.is((await again.waitFor(1)).length, 1, 'a slot of that address is free again once one closed');
+});
+
+test('TCP: a query frame that has started must be complete within dns.tcpFrameTimeoutMs', async (t) => {
+  const { port, server } = await setup(t, { tcpFrameTimeoutMs: 200, tcpIdleTimeoutMs: 60_000 });
+  const c = await tcpFrom(port, '127.0.0.1');
+  t.teardown(() => c.socket.destroy());
+  c.send(query('5-courier.push.apple.com', 'A', { id: 1 }));
+  await c.waitFor(1);
+  const started = Date.now();
+  c.socket.write(frameMessage(query('6-courier.push.apple.com', 'A', { id: 2 })).subarray(0, 5));  // and never the rest
+  t.true(await closedWithin(c, 3000), 'cut at the frame deadline, not left to the idle timeout (60 s)');
+  t.true(Date.now() - started >= 150, 'not before the deadline');
+  t.is(c.replies.length, 1);
+  t.is(server.stats().tcpFrameTimeouts, 1);
+});
+
+test('TCP: bytes of an unfinished frame do not reset the idle timer', async (t) => {
+  const { port, server } = await setup(t, { tcpIdleTimeoutMs: 300, tcpFrameTimeoutMs: 60_000 });
+  const c = await tcpFrom(port, '127.0.0.1');
+  t.teardown(() => c.socket.destroy());
+  const frame = frameMessage(query('5-courier.push.apple.com'));
+  let sent = 0;
+  // the slow client's pace (one byte every 50 ms, at most the frame minus its last byte: ~3 s), not a wait
+  while (sent < frame.length - 1 && !c.socket.destroyed) {
+    c.socket.write(frame.subarray(sent, sent + 1));
+    sent++;
+    if (await closedWithin(c, 50)) break;
+  }
+  t.true(c.socket.destroyed, `closed while still trickling (${sent} of ${frame.length} bytes sent)`);
+  t.true(sent < frame.length - 1);
+  t.is(c.replies.length, 0);
+  t.is(server.stats().tcpFrameTimeouts, 0, 'the idle timeout closed it, the frame deadline is far');
+});
+
+test('TCP: complete queries keep a connection open past dns.tcpIdleTimeoutMs', async (t) => {
+  const { port } = await setup(t, { tcpIdleTimeoutMs: 600 });
+  const c = await tcpFrom(port, '127.0.0.1');
+  t.teardown(() => c.socket.destroy());
+  const started = Date.now();
+  for (let i = 1; i <= 12; i++) {
+    c.send(query(`${i}-courier.push.apple.com`, 'A', { id: i }));
+    await c.waitFor(i);
+    t.false(await closedWithin(c, 100), `open after query ${i}`);  // the client's pace: 12 × 100 ms > the idle timeout
+  }
+  t.true(Date.now() - started > 600);
+  t.true(await closedWithin(c, 3000), 'closed once it goes quiet');
+});
+
+test('TCP: an allowed client is answered while an outsider hammers the port', async (t) => {
+  const { port, server } = await setup(t, { allowClients: ['127.0.0.1/32'], tcpMaxConnections: 8, tcpIdleTimeoutMs: 60_000 });
+  const hammered: TcpClient[] = [];
+  t.teardown(() => { for (const h of hammered) h.socket.destroy(); });
+  /** `count` outsider connections from 127.0.0.2, `batch` at a time, one byte each (a slot holder's move). */
+  const hammer = async (count: number, batch: number): Promise<void> => {
+    for (let done = 0; done < count; done += batch) {
+      await Promise.all(Array.from({ length: Math.min(batch, count - done) }, async () => {
+        const h = await tcpFrom(port, '127.0.0.2');
+        hammered.push(h);
+        if (!h.socket.destroyed) h.socket.write(Buffer.from([0]));
+        await closedWithin(h, 2000);
+      }));
+    }
+  };
+  await hammer(16, 16);  // twice dns.tcpMaxConnections: would hold every slot if outsiders were let in
+  const during = hammer(200, 20);
+  const c = await tcpFrom(port, '127.0.0.1');
+  t.teardown(() => c.socket.destroy());
+  c.send(query('7-courier.push.apple.com', 'A', { id: 7 }));
+  const [r] = (await c.waitFor(1, 3000)).map(decode);
+  t.like(r?.answers?.[0], { data: '198.18.100.7' });
+  await during;
+  t.true(hammered.every((h) => h.socket.destroyed), 'every outsider connection was closed by the server');
+  t.is(server.stats().tcpOutsiders, 216);
+  t.is(server.stats().tcpRejected, 0, 'the slots never filled');
+});
+
+/** One UDP exchange from the client address `from` (loopback). */
+async function udpFrom(port: number, from: string, msg: Buffer, timeoutMs = 2000): Promise<Buffer> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((resolve) => socket.bind(0, from, resolve));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { socket.close(); reject(new Error(`no UDP reply within ${timeoutMs} ms`)); }, timeoutMs);
+    socket.on('message', (reply) => { clearTimeout(timer); socket.close(); resolve(reply); });
+    socket.send(msg, port, '127.0.0.1');
+  });
+}
+
+test('forwarding: one client holds at most its share of dns.maxForwards; beyond it SERVFAIL, others still forwarded', async (t) => {
+  const release: (() => void)[] = [];
+  const held = await startScriptedDns((q) => new Promise((resolve) => release.push(() => resolve({ answers: [{ type: 'A', name: q.name, ttl: 1, data: '198.51.100.1' }] }))));
+  const { port, server, logger } = await setup(t, { maxForwards: 8, forwardTimeoutMs: 5000 }, { upstream: held });
+  // share: max(2, ceil(8 / 4)) = 2
+  const hog = [udpFrom(port, '127.0.0.2', query('a.example.test', 'A', { id: 1 })), udpFrom(port, '127.0.0.2', query('b.example.test', 'A', { id: 2 }))];
+  for (let i = 0; i < 2000 && held.queries.length < 2; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+  t.like(decode(await udpFrom(port, '127.0.0.2', query('c.example.test', 'A', { id: 3 }))), { id: 3, rcode: 'SERVFAIL' });
+  const other = udpFrom(port, '127.0.0.3', query('d.example.test', 'A', { id: 4 }));
+  for (let i = 0; i < 2000 && held.queries.length < 3; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+  t.deepEqual(held.queries.map((q) => q.name), ['a.example.test', 'b.example.test', 'd.example.test'], 'the hog\'s third never went upstream');
+  for (const r of release) r();
+  t.deepEqual((await Promise.all([...hog, other])).map((b) => decode(b).rcode), ['NOERROR', 'NOERROR', 'NOERROR']);
+  t.like(server.stats(), { forwardOverflows: 1, forwardClientOverflows: 1, forwardsInFlight: 0 });
+  t.true(logger.lines.some((l) => /^warn: dns: 127\.0\.0\.2 holds 2 forwards, its share of dns\.maxForwards \(8\); answering it SERVFAIL$/.test(l)));
 });

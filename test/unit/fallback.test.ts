@@ -1,16 +1,17 @@
 // The fallback listener and native relay on loopback: original destination and upstream are
 // injected, the bytes really cross the relay thread.
 import { createHash, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import test from 'ava';
 import type { Config } from '../../src/config.js';
 import { memoryLogger } from '../../src/log.js';
 import { desiredMapping } from '../../src/mapping.js';
-import { type Fallback, startFallback } from '../../src/fallback/listener.js';
+import { DEFAULT_BACKLOG, type Fallback, listenBacklog, startFallback } from '../../src/fallback/listener.js';
 import { loadNative } from '../../src/fallback/native.js';
 import { planTargets } from '../../src/fallback/plan.js';
 import type { Resolution } from '../../src/resolver.js';
-import { fail, nx, ok, testConfig } from '../helpers/fixtures.js';
+import { FakeClock, fail, nx, ok, testConfig } from '../helpers/fixtures.js';
 
 const allowed = testConfig().allowedUpstreamNets;  // 203.0.113.0/24
 const known = desiredMapping({ config: testConfig(), previous: new Map(), results: new Map([[7, ok(['203.0.113.30', '203.0.113.31'])]]), now: 0 }).snapshot.couriers.get(7);
@@ -220,4 +221,64 @@ test('a reload with a shorter fallback.idleTimeoutSeconds applies to connections
     await fb.close();
     c.server.close();
   }
+});
+
+// ---- log rate limit and listen backlog (issue 10) ------------------------------------------
+
+test('rejections are logged at most 10 per 10 s, then with the count of lines held back', async (t) => {
+  const clock = new FakeClock(0);
+  const logger = memoryLogger();
+  const cfg = loopConfig(5223);
+  const fb = await startFallback({
+    config: cfg, native: loadNative(), resolveNow: async () => nx, getSnapshot: () => undefined, onResolved: () => undefined,
+    logger, clock: clock.now,
+    listen: (server) => new Promise((r) => server.listen(0, '127.0.0.1', r)),
+    originalDestination: () => ({ address: '198.18.100.7', port: 5223 }),
+  });
+  try {
+    const rejected = () => logger.lines.filter((l) => /^info: fallback #\d+: courier 7: courier does not exist \(NXDOMAIN\); connection reset/.test(l));
+    for (let i = 0; i < 25; i++) t.is((await readAll(await connect(fb.address.port))).error, 'ECONNRESET');  // one after the other: each is handled before the next
+    t.is(fb.stats().failed, 25);
+    t.is(rejected().length, 10, 'ten lines in the first 10 s, the other 15 held back');
+    clock.advance(9_999);
+    await readAll(await connect(fb.address.port));
+    t.is(rejected().length, 10, 'still inside the window');
+    clock.advance(1);
+    await readAll(await connect(fb.address.port));
+    t.is(rejected().length, 11);
+    t.regex(rejected()[10]!, /; connection reset \(16 similar lines suppressed\)$/);
+    t.regex(rejected()[0]!, /; connection reset$/);
+  } finally {
+    await fb.close();
+  }
+});
+
+test('listen backlog: net.core.somaxconn, read at start through the injected reader, and logged', async (t) => {
+  const logger = memoryLogger();
+  const backlogs: number[] = [];
+  const fb = await startFallback({
+    config: loopConfig(5223), native: loadNative(), resolveNow: async () => nx, getSnapshot: () => undefined, onResolved: () => undefined,
+    logger, readSomaxconn: () => '8192\n',
+    listen: (server, _config, backlog) => {
+      backlogs.push(backlog);
+      return new Promise((r) => server.listen({ port: 0, host: '127.0.0.1', backlog }, r));
+    },
+  });
+  try {
+    t.deepEqual(backlogs, [8192]);
+    t.true(logger.lines.some((l) => /^info: fallback: listening on \{.*\} \(backlog 8192, net\.core\.somaxconn\)$/.test(l)), logger.lines.join('\n'));
+  } finally {
+    await fb.close();
+  }
+});
+
+test('listen backlog: 4096 when net.core.somaxconn is unreadable or not a positive integer', (t) => {
+  const unreadable = listenBacklog(() => { throw new Error('ENOENT: no such file'); });
+  t.is(unreadable.backlog, DEFAULT_BACKLOG);
+  t.is(DEFAULT_BACKLOG, 4096);
+  t.regex(unreadable.source, /^default: \/proc\/sys\/net\/core\/somaxconn unreadable \(ENOENT: no such file\)$/);
+  for (const text of ['', 'abc', '0', '-5', '1.5', '99999999999']) t.is(listenBacklog(() => text).backlog, 4096, JSON.stringify(text));
+  t.deepEqual(listenBacklog(() => '128'), { backlog: 128, source: 'net.core.somaxconn' });
+  const real = Number(readFileSync('/proc/sys/net/core/somaxconn', 'utf8'));
+  t.is(listenBacklog().backlog, real, 'the default reader reads the sysctl');
 });

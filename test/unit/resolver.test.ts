@@ -85,11 +85,11 @@ test('CNAME loop across answers → E_CNAME_LOOP', async (t) => {
   t.is(dns.queries.length, 2);
 });
 
-test('a chain longer than maxChain → E_CNAME_LOOP; exactly maxChain hops is fine', async (t) => {
+test('a chain longer than maxChain → E_CNAME_LONG; exactly maxChain hops is fine', async (t) => {
   const dns = await scripted(t, () => ({
     answers: [cname('n0.example', 'n1.example'), cname('n1.example', 'n2.example'), cname('n2.example', 'n3.example'), a('n3.example', '203.0.113.10')],
   }));
-  t.like(await resolverFor([dns.hostPort], { maxChain: 2 }).resolveA('n0.example'), { kind: 'error', code: 'E_CNAME_LOOP' });
+  t.like(await resolverFor([dns.hostPort], { maxChain: 2 }).resolveA('n0.example'), { kind: 'error', code: 'E_CNAME_LONG' });
   t.like(await resolverFor([dns.hostPort], { maxChain: 3 }).resolveA('n0.example'), { kind: 'ok', addresses: ['203.0.113.10'] });
 });
 
@@ -97,8 +97,26 @@ test('maxChain also bounds chains that need re-queries', async (t) => {
   // every answer aliases the asked name to a new one: without the bound this would never end
   const dns = await scripted(t, (q) => ({ answers: [cname(q.name, `x${q.name}`)] }));
   const r = await resolverFor([dns.hostPort], { maxChain: 4 }).resolveA('a.example');
-  t.like(r, { kind: 'error', code: 'E_CNAME_LOOP' });
+  t.like(r, { kind: 'error', code: 'E_CNAME_LONG' });
+  t.regex((r as { message: string }).message, /CNAME chain too long: at least 5 hops from a\.example, the limit is 4/);
   t.is(dns.queries.length, 5);
+});
+
+test('a 20-hop CNAME chain → E_CNAME_LONG naming its hops and the limit, not E_CNAME_LOOP', async (t) => {
+  const hops = Array.from({ length: 20 }, (_, i) => cname(`h${i}.example`, `h${i + 1}.example`));
+  const dns = await scripted(t, () => ({ answers: [...hops.reverse(), a('h20.example', '203.0.113.10')] }));
+  const r = await resolverFor([dns.hostPort]).resolveA('h0.example');
+  t.like(r, { kind: 'error', code: 'E_CNAME_LONG' });
+  t.regex((r as { message: string }).message, /: CNAME chain too long: 20 hops from h0\.example, the limit is 8$/);
+  t.is(dns.queries.length, 1);
+});
+
+test('a loop beyond the hop limit is still E_CNAME_LOOP', async (t) => {
+  const hops = Array.from({ length: 12 }, (_, i) => cname(`h${i}.example`, `h${i + 1}.example`));
+  const dns = await scripted(t, () => ({ answers: [...hops, cname('h12.example', 'h5.example')] }));
+  const r = await resolverFor([dns.hostPort]).resolveA('h0.example');
+  t.like(r, { kind: 'error', code: 'E_CNAME_LOOP' });
+  t.regex((r as { message: string }).message, /CNAME loop h0\.example -> .* -> h12\.example -> h5\.example/);
 });
 
 test('NXDOMAIN → nxdomain (final, not an error)', async (t) => {
