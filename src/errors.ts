@@ -14,7 +14,10 @@ export type ErrorCode =
   | 'E_NETWORK'       // socket error talking to upstream DNS
   | 'E_NOT_ALLOWED'   // every address upstream gave is outside allowedUpstreamNets
   | 'E_CONTROL'       // talking to the running daemon failed
-  | 'E_LISTEN';       // a listener could not be started
+  | 'E_LISTEN'        // a listener could not be started
+  | 'E_NATIVE_MISSING' // a native addon (fastpath, relay) is neither prebuilt for this machine nor built
+  | 'E_NATIVE'        // a native addon call failed: bad arguments, a closed handle, out of memory, a thread or Node-API call that failed
+  | 'E_NATIVE_ADDR';  // the fastpath addon cannot bind that host: not an IP address literal, or too many sockets
 
 export class ApnsProxyError extends Error {
   readonly code: ErrorCode;
