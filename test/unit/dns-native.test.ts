@@ -1,4 +1,4 @@
-// The native UDP fast path (src/fallback/native/dnsfast.c via src/dns/native-udp.ts) against the pure
+// The UDP fast path (src/dns/fastpath: fastpath.c via its index.ts) against the pure
 // answer logic: every reply it makes must be byte for byte what answerQuery makes (a differential
 // test over a table of queries and over hostile mutants), what it does not understand goes to JS,
 // and the live server keeps every behaviour (ACL, rate limit, updates, fallback to node:dgram).
@@ -8,9 +8,8 @@ import dgram from 'node:dgram';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Config } from '../../src/config.js';
-import { type DnsFastBinding, loadDnsFast } from '../../src/fallback/native.js';
 import { answerQuery, buildResponder, type Responder } from '../../src/dns/answer.js';
-import { encodeFastTable, type NativeUdp, openNativeUdp } from '../../src/dns/native-udp.js';
+import { encodeFastPathTable, type FastPath, type FastPathBinding, loadFastPath, openFastPath } from '../../src/dns/fastpath/index.js';
 import { type DnsServer, type DnsServerOptions, startDnsServer } from '../../src/dns/server.js';
 import { memoryLogger } from '../../src/log.js';
 import { nx, ok, testConfig } from '../helpers/fixtures.js';
@@ -28,10 +27,10 @@ function infoLogger(): ReturnType<typeof memoryLogger> {
   return { ...memoryLogger(), isDebug: () => false } as ReturnType<typeof memoryLogger>;
 }
 
-function withNative(r: Responder, allowClients: readonly string[], fn: (n: NativeUdp) => void): void {
-  const n = openNativeUdp(() => undefined, () => undefined);
+function withNative(r: Responder, allowClients: readonly string[], fn: (n: FastPath) => void): void {
+  const n = openFastPath(() => undefined, () => undefined);
   try {
-    n.setTable(encodeFastTable(r, allowClients, true));
+    n.setTable(encodeFastPathTable(r, allowClients, true));
     fn(n);
   } finally {
     n.close();
@@ -97,8 +96,8 @@ const jsRows: [string, Buffer, string?][] = [
 ];
 
 test('native: the addon loads (npm run build:native builds it next to the relay)', (t) => {
-  let binding: DnsFastBinding | undefined;
-  t.notThrows(() => { binding = loadDnsFast(); });
+  let binding: FastPathBinding | undefined;
+  t.notThrows(() => { binding = loadFastPath(); });
   t.is(typeof binding?.dnsCreate, 'function');
 });
 
@@ -137,17 +136,17 @@ test('native: clients outside the IPv4 networks of the ACL, and IPv6 clients, go
 });
 
 test('native: a table with answer off hands everything to JS; a new table replaces the old at once', (t) => {
-  const n = openNativeUdp(() => undefined, () => undefined);
+  const n = openFastPath(() => undefined, () => undefined);
   t.teardown(() => n.close());
   t.is(n.decide(good, '127.0.0.1'), null, 'no table yet');
-  n.setTable(encodeFastTable(responder, ['127.0.0.0/8'], false));
+  n.setTable(encodeFastPathTable(responder, ['127.0.0.0/8'], false));
   t.is(n.decide(good, '127.0.0.1'), null);
   const other = buildResponder(config, testSnapshot(config, { 5: nx }));
-  n.setTable(encodeFastTable(other, ['127.0.0.0/8'], true));
+  n.setTable(encodeFastPathTable(other, ['127.0.0.0/8'], true));
   t.deepEqual(n.decide(good, '127.0.0.1'), jsReply(other, good));
   t.is(decode(n.decide(good, '127.0.0.1')!).rcode, 'NXDOMAIN');
   t.throws(() => n.setTable(Buffer.from('DNSF')), { message: /dnsSetTable: / });
-  t.throws(() => n.setTable(Buffer.concat([encodeFastTable(other, [], true), Buffer.from([0])])), { message: /trailing bytes/ });
+  t.throws(() => n.setTable(Buffer.concat([encodeFastPathTable(other, [], true), Buffer.from([0])])), { message: /trailing bytes/ });
   t.deepEqual(n.decide(good, '127.0.0.1'), jsReply(other, good), 'a rejected table leaves the previous one serving');
 });
 
@@ -279,7 +278,7 @@ async function exchangeAll(port: number, msgs: Buffer[], timeoutMs = 3000): Prom
 
 test('live: courier queries are answered natively, byte for byte as answerQuery, from the server port', async (t) => {
   const { server, port, logger, responder: r } = await liveServer(t);
-  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on the native fast path \(a thread per socket answers courier queries, the rest goes to node\)$/.test(l)), logger.lines.join('\n'));
+  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on the UDP fast path \(a thread per socket answers courier queries, the rest goes to node\)$/.test(l)), logger.lines.join('\n'));
   const msgs = fastRows.map(([, m], i) => { const c = Buffer.from(m); c.writeUInt16BE(i, 0); return c; });
   const before = server.stats();
   const replies = await exchangeAll(port, msgs);
@@ -364,19 +363,19 @@ test('live: a dual-stack socket answers IPv4-mapped clients natively and IPv6 cl
 
 test('live: nativeUdp false serves node:dgram and says so', async (t) => {
   const { port, logger, server } = await liveServer(t, {}, { nativeUdp: false });
-  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on node:dgram \(native fast path off \(nativeUdp: false\)\)$/.test(l)), logger.lines.join('\n'));
+  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on node:dgram \(UDP fast path off \(nativeUdp: false\)\)$/.test(l)), logger.lines.join('\n'));
   t.like(decode(await udpAsk(port, q('5-courier.push.apple.com'))).answers?.[0], { data: '198.18.100.5' });
   t.is(server.stats().fastPath, 0);
 });
 
 test('live: a socket whose thread cannot start is served by node:dgram on the same port', async (t) => {
-  const real = loadDnsFast();
+  const real = loadFastPath();
   // the addon's functions are not enumerable: inherit them, replace one
   const failing = Object.create(real, {
     dnsStart: { value: () => { throw Object.assign(new Error('dnsStart: pthread_create: Resource temporarily unavailable'), { code: 'E_NATIVE' }); } },
-  }) as DnsFastBinding;
+  }) as FastPathBinding;
   const { port, logger, server } = await liveServer(t, {}, { nativeBinding: failing });
-  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+: the native fast path cannot start \(dnsStart: pthread_create/.test(l)), logger.lines.join('\n'));
+  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+: the UDP fast path cannot start \(dnsStart: pthread_create/.test(l)), logger.lines.join('\n'));
   t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on node:dgram$/.test(l)), logger.lines.join('\n'));
   t.like(decode(await udpAsk(port, q('5-courier.push.apple.com'))).answers?.[0], { data: '198.18.100.5' });
   t.is(server.stats().fastPath, 0);
@@ -448,14 +447,14 @@ test('native: more IPv4 networks than the fast path takes → no client is answe
 });
 
 test('live: a table the addon refuses is logged; every UDP query then goes through JS, still answered', async (t) => {
-  const real = loadDnsFast();
+  const real = loadFastPath();
   let refusals = 0;
   const refusing = Object.create(real, {
     dnsSetTable: { value: (h: object, table: Buffer) => { if (table.length > 20) { refusals++; throw new Error('dnsSetTable: bad reply template'); } real.dnsSetTable(h, table); } },
-  }) as DnsFastBinding;
+  }) as FastPathBinding;
   const { port, logger, server } = await liveServer(t, {}, { nativeBinding: refusing });
   t.is(refusals, 1);
-  t.true(logger.lines.some((l) => /^error: dns: the native fast path refused its table \(dnsSetTable: bad reply template\); every UDP query goes through node$/.test(l)), logger.lines.join('\n'));
+  t.true(logger.lines.some((l) => /^error: dns: the UDP fast path refused its table \(dnsSetTable: bad reply template\); every UDP query goes through node$/.test(l)), logger.lines.join('\n'));
   t.like(decode(await udpAsk(port, q('5-courier.push.apple.com'))).answers?.[0], { data: '198.18.100.5' });
   t.is(server.stats().fastPath, 0);
   t.is(server.stats().outcomes.courier, 1);

@@ -7,7 +7,7 @@ import type { Config } from '../../src/config.js';
 import { memoryLogger } from '../../src/log.js';
 import { desiredMapping } from '../../src/mapping.js';
 import { type Fallback, startFallback } from '../../src/fallback/listener.js';
-import { loadNative } from '../../src/fallback/native.js';
+import { loadRelayAddon } from '../../src/fallback/relay/index.js';
 import { planTargets } from '../../src/fallback/plan.js';
 import type { Resolution } from '../../src/resolver.js';
 import { fail, nx, ok, testConfig } from '../helpers/fixtures.js';
@@ -52,7 +52,7 @@ async function courier(): Promise<Courier> {
 async function fallback(cfg: Config, answer: (n: number) => Resolution, resolved: number[] = []): Promise<Fallback> {
   return startFallback({
     config: cfg,
-    native: loadNative(),
+    native: loadRelayAddon(),
     resolveNow: async (n) => answer(n),
     getSnapshot: () => undefined,
     onResolved: (n) => resolved.push(n),

@@ -1,4 +1,5 @@
-// apns-proxy DNS fast path (Node-API, Linux only; a second addon beside relay.c, apns_proxy_dns.node).
+// apns-proxy UDP fast path of the DNS server (Node-API, Linux only; the addon apns_proxy_fastpath,
+// loaded by index.ts beside this file; napi_errors.h is shared with src/fallback/relay).
 //
 // Node pays a fixed cost per datagram (a libuv read, a JS callback, a send request) that caps a
 // node:dgram server below unbound. Here one thread per UDP listen socket reads datagrams in batches
@@ -87,7 +88,7 @@ static inline uint8_t fold(uint8_t c) {
 
 // ---------------------------------------------------------------------------------------------
 // The table: the precomputed courier replies and the IPv4 part of dns.allowClients, as JS encodes
-// them (src/dns/native-udp.ts, encodeFastTable). Immutable once built; swapped whole on updates.
+// them (src/dns/fastpath/index.ts, encodeFastPathTable). Immutable once built; swapped whole on updates.
 
 typedef struct {
   const uint8_t *qname;          // lower-cased wire name
@@ -854,7 +855,7 @@ static sock_t *get_sock(napi_env env, server_t *srv, napi_value v) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The JS API (src/fallback/native.ts, DnsFastBinding).
+// The JS API (src/dns/fastpath/index.ts, FastPathBinding).
 
 // dnsCreate(onEvent): handle
 static napi_value DnsCreate(napi_env env, napi_callback_info info) {

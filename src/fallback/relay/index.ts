@@ -1,6 +1,8 @@
-// Loads the native helper (src/fallback/native/relay.c, built by node-gyp at npm install time).
-import { createRequire } from 'node:module';
-import { ApnsProxyError, errorMessage } from '../errors.js';
+// The fallback's relay addon (apns_proxy_relay: relay.c beside this file, with its binding.gyp and
+// prebuilds/): the transparent listener and the splice relay thread. Optional at install: without
+// it the fallback cannot run (set fallback.enabled to false); nothing else needs it.
+import { loadAddon } from '../../addon.js';
+import { ApnsProxyError, errorMessage } from '../../errors.js';
 
 export interface RelayCloseEvent {
   readonly id: number;
@@ -21,13 +23,13 @@ export interface Relay {
   close(): void;
 }
 
-export interface Native {
+export interface RelayAddon {
   /** A listening IPv4 TCP socket with IP_TRANSPARENT (needs CAP_NET_ADMIN); returns its fd. */
   listenTransparent(host: string, port: number, backlog: number): number;
   createRelay(idleTimeoutMs: number, onClose: (event: RelayCloseEvent) => void): Relay;
 }
 
-interface Binding {
+export interface RelayBinding {
   listenTransparent(host: string, port: number, backlog: number): number;
   relayCreate(idleTimeoutMs: number, onClose: (e: RelayCloseEvent) => void): object;
   relayAdd(handle: object, clientFd: number, courierFd: number, id: number): void;
@@ -36,19 +38,21 @@ interface Binding {
   relayClose(handle: object): void;
 }
 
-const ADDON = '../../../build/Release/apns_proxy_native.node';
+let cached: RelayAddon | undefined;
 
-let cached: Native | undefined;
-
-export function loadNative(): Native {
-  if (cached) return cached;
-  let b: Binding;
+/**
+ * The relay addon; throws E_NATIVE_MISSING when it is neither prebuilt for this machine nor built
+ * here. `load` replaces node-gyp-build (tests); only the real addon is kept for later calls.
+ */
+export function loadRelayAddon(load?: () => RelayBinding): RelayAddon {
+  if (load === undefined && cached) return cached;
+  let b: RelayBinding;
   try {
-    b = createRequire(import.meta.url)(ADDON) as Binding;
+    b = (load ?? (() => loadAddon<RelayBinding>(import.meta.url)))();
   } catch (err) {
-    throw new ApnsProxyError('E_LISTEN', `the fallback needs the native helper, which is not built (${errorMessage(err)}); run "npm run build:native" or set fallback.enabled to false`);
+    throw new ApnsProxyError('E_NATIVE_MISSING', `the fallback needs the relay addon (apns_proxy_relay), which is neither prebuilt for this machine nor built (${errorMessage(err).split('\n')[0]}); run "npm run build:native" (needs python3, make, g++) or set fallback.enabled to false`, { cause: err });
   }
-  cached = {
+  const addon: RelayAddon = {
     listenTransparent: (host, port, backlog) => b.listenTransparent(host, port, backlog),
     createRelay(idleTimeoutMs, onClose) {
       const handle = b.relayCreate(idleTimeoutMs, onClose);
@@ -60,49 +64,6 @@ export function loadNative(): Native {
       };
     },
   };
-  return cached;
-}
-
-/**
- * The DNS fast path (src/fallback/native/dnsfast.c, a second addon built by the same node-gyp run):
- * a thread per UDP listen socket answers courier queries from precomputed replies and hands every
- * other datagram to JS. src/dns/native-udp.ts is its only user.
- */
-export interface DnsFastBinding {
-  /** onEvent(batch, null): datagrams for JS (records, see native-udp.ts); onEvent(null, text): a socket error. */
-  dnsCreate(onEvent: (batch: Buffer | null, error: string | null) => void): object;
-  /** Binds a UDP socket (errors carry Node's errno code, or E_NATIVE_ADDR for a non-literal host): [index, port]. */
-  dnsBind(handle: object, host: string, port: number, family: 4 | 6): [number, number];
-  dnsStart(handle: object, index: number): void;
-  dnsCloseSocket(handle: object, index: number): void;
-  /** 0, or the errno of a send that failed (never blocks). */
-  dnsSend(handle: object, index: number, bytes: Buffer, sockaddr: Buffer): number;
-  dnsSetTable(handle: object, table: Buffer): void;
-  dnsSetRateLimit(handle: object, rate: number, maxKeys: number): void;
-  dnsTake(handle: object, address: string): boolean;
-  dnsDecide(handle: object, msg: Buffer, address: string): Buffer | null;
-  dnsStats(handle: object): DnsFastStats;
-  dnsClose(handle: object): void;
-}
-
-export interface DnsFastStats {
-  readonly queries: number;          // datagrams received
-  readonly rateLimited: number;      // dropped by the rate limit
-  readonly handedToJs: number;       // datagrams queued for JS
-  readonly handoffDropped: number;   // dropped because too much was already queued for JS
-  readonly sendErrors: number;
-  readonly courier: number;          // answered natively, by outcome
-  readonly nodata: number;
-  readonly nxdomain: number;
-  readonly rateLimitClients: number; // buckets held
-}
-
-const DNS_ADDON = '../../../build/Release/apns_proxy_dns.node';
-
-let dnsCached: DnsFastBinding | undefined;
-
-/** The DNS fast-path addon; throws when it is not built (the DNS server then stays on node:dgram). */
-export function loadDnsFast(): DnsFastBinding {
-  dnsCached ??= createRequire(import.meta.url)(DNS_ADDON) as DnsFastBinding;
-  return dnsCached;
+  if (load === undefined) cached = addon;
+  return addon;
 }
