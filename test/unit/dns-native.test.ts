@@ -466,3 +466,45 @@ test('live: update() after close() is a no-op (the controller may publish while 
   server.update(cfg, testSnapshot(cfg, { 5: nx }));
   t.false(logger.lines.some((l) => l.startsWith('error:')), logger.lines.join('\n'));
 });
+
+test('rate limit shared by several sockets: one bucket per client across them; off takes no token, on again starts fresh', async (t) => {
+  const n = openFastPath(() => undefined, () => undefined);
+  t.teardown(() => n.close());
+  n.setTable(encodeFastPathTable(responder, ['127.0.0.0/8'], true));
+  const ports: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const { index, port } = n.bind({ host: '127.0.0.1', port: 0, family: 4 });
+    n.start(index);
+    ports.push(port);
+  }
+  const client = dgram.createSocket('udp4');
+  t.teardown(() => client.close());
+  const replies: number[] = [];
+  client.on('message', (m) => replies.push(m.readUInt16BE(0)));
+  await new Promise<void>((resolve) => client.bind(0, '127.0.0.1', resolve));
+  /** 30 courier queries round-robin over the three sockets; the replies that came back. */
+  const burst = async (base: number): Promise<number> => {
+    replies.length = 0;
+    const before = n.stats().queries;
+    for (let i = 0; i < 30; i++) client.send(query('5-courier.push.apple.com', 'A', { id: base + i }), ports[i % 3]!, '127.0.0.1');
+    for (let i = 0; i < 400 && n.stats().queries - before < 30; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return replies.length;
+  };
+  n.setRateLimit(2, 1000);  // burst 2, 2 a second
+  const started = performance.now();
+  const limited = await burst(100);
+  const tookMs = performance.now() - started;
+  t.true(limited >= 2 && limited <= 2 + Math.ceil((tookMs * 2) / 1000), `one bucket for the three sockets: ${limited} answered in ${tookMs.toFixed(0)} ms`);
+  t.is(n.stats().rateLimited, 30 - limited);
+  t.is(n.stats().rateLimitClients, 1, 'one client, one bucket, whichever socket it asked');
+  t.false(n.take('127.0.0.1') && n.take('127.0.0.1') && n.take('127.0.0.1'), 'TCP (take) draws from the same empty bucket');
+  n.setRateLimit(0, 1000);  // off
+  t.is(await burst(200), 30, 'off: everything is answered');
+  t.is(n.stats().rateLimited, 30 - limited, 'and nothing more is limited');
+  t.true(n.take('127.0.0.1'), 'off: take always grants');
+  t.is(n.stats().rateLimitClients, 0);
+  n.setRateLimit(2, 1000);  // on again: fresh buckets
+  const again = await burst(300);
+  t.true(again >= 2 && again <= 4, `on again: a fresh bucket (${again} answered)`);
+});

@@ -379,6 +379,9 @@ typedef struct {
 
 typedef struct {
   pthread_mutex_t mu;
+  // rate > 0, written under mu and read without it: with the limit off a batch takes no lock, so
+  // the sockets' threads do not queue behind each other for nothing
+  atomic_int on;
   double rate, burst;  // rate 0: off
   uint32_t max_keys;
   bucket_t *b;
@@ -680,8 +683,14 @@ static void process_batch(sock_t *s, int n) {
   double now = now_ms();  // one clock read per batch
   pthread_rwlock_rdlock(&srv->tlock);
   const table_t *t = srv->table;
-  pthread_mutex_lock(&srv->lim.mu);
-  int limiting = srv->lim.rate > 0;
+  // The buckets are shared by every socket's thread (and TCP, dnsTake): while the limit is on they
+  // are used under lim.mu, held for the batch; while it is off no lock is taken at all.
+  int limiting = atomic_load_explicit(&srv->lim.on, memory_order_acquire);
+  if (limiting) {
+    pthread_mutex_lock(&srv->lim.mu);
+    limiting = srv->lim.rate > 0;  // turned off meanwhile
+    if (!limiting) pthread_mutex_unlock(&srv->lim.mu);
+  }
   for (int i = 0; i < n; i++) {
     uint8_t f = 0;
     if (limiting) {
@@ -713,7 +722,7 @@ static void process_batch(sock_t *s, int n) {
       njs++;
     }
   }
-  pthread_mutex_unlock(&srv->lim.mu);
+  if (limiting) pthread_mutex_unlock(&srv->lim.mu);
   pthread_rwlock_unlock(&srv->tlock);
   if (limited) atomic_fetch_add_explicit(&srv->rate_limited, limited, memory_order_relaxed);
   for (int k = 0; k < OUT_COUNT; k++) {
@@ -784,6 +793,7 @@ static void server_stop(server_t *srv) {
   pthread_mutex_lock(&srv->lim.mu);
   lim_reset(&srv->lim);
   srv->lim.rate = 0;
+  atomic_store_explicit(&srv->lim.on, 0, memory_order_release);
   pthread_mutex_unlock(&srv->lim.mu);
   // datagrams still queued for JS are dropped: call_js frees them without an env
   if (srv->tsfn) napi_release_threadsafe_function(srv->tsfn, napi_tsfn_abort);
@@ -1093,6 +1103,7 @@ static napi_value DnsSetRateLimit(napi_env env, napi_callback_info info) {
   srv->lim.rate = rate;
   srv->lim.burst = rate;  // as server.ts builds TokenBuckets(rate, rate, ...)
   srv->lim.max_keys = max_keys;
+  atomic_store_explicit(&srv->lim.on, rate > 0, memory_order_release);
   pthread_mutex_unlock(&srv->lim.mu);
   return NULL;
 }
@@ -1119,9 +1130,11 @@ static napi_value DnsTake(napi_env env, napi_callback_info info) {
     key_of(&ss, &key);
   }
   int ok = 1;
-  pthread_mutex_lock(&srv->lim.mu);
-  if (srv->lim.rate > 0) ok = lim_take(&srv->lim, &key, now_ms());
-  pthread_mutex_unlock(&srv->lim.mu);
+  if (atomic_load_explicit(&srv->lim.on, memory_order_acquire)) {
+    pthread_mutex_lock(&srv->lim.mu);
+    if (srv->lim.rate > 0) ok = lim_take(&srv->lim, &key, now_ms());
+    pthread_mutex_unlock(&srv->lim.mu);
+  }
   napi_value out;
   NAPI_OK(napi_get_boolean(env, ok, &out));
   return out;
