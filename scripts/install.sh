@@ -3,7 +3,7 @@
 #
 #   scripts/install.sh [--root DIR] [--prefix DIR] [--bindir DIR] [--node PATH] [--now] [--no-enable] [--no-kernel]
 #
-#   PREFIX (/opt/apns-proxy)  the program: dist/src, production node_modules, the native addon, nft/,
+#   PREFIX (/opt/apns-proxy)  the program: dist/src, production node_modules, the native addons, nft/,
 #                             systemd/, scripts/, README.md — replaced as a whole on every run
 #   BINDIR (/usr/local/bin)   `apns-proxy` symlink to PREFIX/dist/src/cli.js
 #   /etc/apns-proxy/          config.json with every key at its default, written ONLY if none exists;
@@ -81,12 +81,16 @@ case "$node" in
 esac
 
 # --- the built tree --------------------------------------------------------------------------------
-native=build/Release/apns_proxy_native.node  # the fallback relay
-dnsfast=build/Release/apns_proxy_dns.node    # the DNS UDP fast path
-if [ ! -f "$SRC/dist/src/cli.js" ] || [ ! -f "$SRC/$native" ] || [ ! -f "$SRC/$dnsfast" ] || [ ! -f "$SRC/node_modules/.package-lock.json" ]; then
+# The native addons sit beside their features, each with its prebuilds (prebuilds/linux-<arch>/, from
+# npm run build:native or a package) or a local node-gyp build (build/Release/, compiled by npm ci
+# where no prebuild matched). Both are optional: scripts/build-native.mjs uses what is there, compiles
+# only what is missing (needs python3, make, g++), and warns, naming what is lost, when it cannot.
+addons=(src/dns/fastpath src/fallback/relay)  # the UDP fast path, the fallback's relay
+if [ ! -f "$SRC/dist/src/cli.js" ] || [ ! -f "$SRC/node_modules/.package-lock.json" ]; then
   say "building $SRC first (npm ci && npm run build)"
   (cd "$SRC" && npm ci --no-audit --no-fund && npm run build) || die "build failed: run npm ci && npm run build in $SRC and fix what it reports"
 fi
+"$node" "$SRC/scripts/build-native.mjs" install 2>&1 | sed 's/^apns-proxy: /install: /'
 
 # --- the program: staged next to PREFIX, then swapped in -------------------------------------------
 dest=$ROOT$PREFIX
@@ -95,13 +99,20 @@ old=$dest.old.$$
 trap 'rm -rf "$stage" "$old"' EXIT
 mkdir -p "$(dirname "$dest")"
 rm -rf "$stage"
-mkdir -p "$stage/dist" "$stage/build/Release"
+mkdir -p "$stage/dist"
 cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/README.md" "$SRC/nft" "$SRC/systemd" "$SRC/scripts" "$stage/"
 cp -a "$SRC/dist/src" "$stage/dist/"
 rm -rf "$stage/dist/src/lab"  # the lab runs from a checkout (it needs the test fixtures)
-cp -a "$SRC/$native" "$SRC/$dnsfast" "$stage/build/Release/"
+for a in "${addons[@]}"; do  # where dist/src/.../index.js loads them from (node-gyp-build)
+  mkdir -p "$stage/$a"
+  if [ -d "$SRC/$a/prebuilds" ]; then cp -a "$SRC/$a/prebuilds" "$stage/$a/"; fi
+  if compgen -G "$SRC/$a/build/Release/*.node" >/dev/null; then
+    mkdir -p "$stage/$a/build/Release"
+    cp -a "$SRC/$a"/build/Release/*.node "$stage/$a/build/Release/"
+  fi
+done
 cp -a "$SRC/node_modules" "$stage/"
-# Only the production dependencies; offline, and no install scripts (the addon is already built).
+# Only the production dependencies; offline, and no install scripts (the addons are already there).
 if ! (cd "$stage" && PATH="$(dirname "$node"):$PATH" npm prune --omit=dev --ignore-scripts --no-audit --no-fund >/dev/null 2>&1); then
   say "warning: npm prune failed; the development dependencies stay in $PREFIX/node_modules"
 fi

@@ -6,9 +6,10 @@
 #
 #   OS packages  lab:  nftables, iproute2, dnsutils (dig), procps (sysctl)
 #                test: the same plus knot-dnsutils (kdig), systemd (systemd-analyze), util-linux (setpriv)
-#                and make, g++, python3 when the native addons still have to be compiled
+#                and make, g++, python3 when the native addons still have to be compiled (no prebuild)
 #   npm deps     npm ci, when node_modules is missing or older than package-lock.json
-#   addons       npm run build:native, when build/Release/apns_proxy_native.node or apns_proxy_dns.node is missing
+#   addons       npm run build:native (prebuildify), when src/dns/fastpath or src/fallback/relay has neither
+#                a prebuild (prebuilds/linux-<arch>/) nor a local build (build/Release/)
 #
 # Installing packages needs root and apt-get. Without them, `lab` stops with the list of what is
 # missing; `test` warns and goes on (the unit tests need none of it; integration tests fail loudly).
@@ -31,8 +32,15 @@ command -v node >/dev/null 2>&1 || { say "Node.js >= 20 is needed (https://nodej
 major=$(node -p 'process.versions.node.split(".")[0]')
 [ "$major" -ge 20 ] || { say "Node.js >= 20 is needed; this is $(node --version)"; exit 1; }
 
-native=build/Release/apns_proxy_native.node
-dnsfast=build/Release/apns_proxy_dns.node
+addons=(src/dns/fastpath src/fallback/relay)  # the UDP fast path, the fallback's relay
+# an addon is there when node-gyp-build can find it: a prebuild for this arch or a local build
+addon_missing() {
+  local a
+  for a in "${addons[@]}"; do
+    compgen -G "$a/prebuilds/linux-$(node -p process.arch)/*.node" >/dev/null || compgen -G "$a/build/Release/*.node" >/dev/null || return 0
+  done
+  return 1
+}
 nosetup=0
 [ "${LAB_NO_SETUP:-}" = 1 ] && nosetup=1
 
@@ -48,8 +56,8 @@ if [ "$what" = test ]; then
 fi
 npm_ci=0
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm_ci=1; fi
-if [ "$nosetup" = 0 ] && { [ ! -f "$native" ] || [ ! -f "$dnsfast" ] || [ "$npm_ci" = 1 ]; }; then
-  # npm ci compiles the native addon too (node-gyp)
+if [ "$nosetup" = 0 ] && { addon_missing || [ "$npm_ci" = 1 ]; }; then
+  # npm ci compiles the native addons where no prebuild matches (node-gyp)
   have make || pkgs+=(make)
   have g++ || pkgs+=(g++)
   have python3 || pkgs+=(python3)
@@ -69,16 +77,15 @@ if [ ${#pkgs[@]} -gt 0 ]; then
 fi
 
 if [ "$nosetup" = 1 ]; then
-  for f in node_modules/.package-lock.json "$native" "$dnsfast"; do
-    [ -e "$f" ] || { say "LAB_NO_SETUP=1 but $f is missing: run npm ci first"; exit 1; }
-  done
+  [ -e node_modules/.package-lock.json ] || { say "LAB_NO_SETUP=1 but node_modules is missing: run npm ci first"; exit 1; }
+  if addon_missing; then say "LAB_NO_SETUP=1 but a native addon is not built (${addons[*]}): run npm run build:native first"; exit 1; fi
   exit 0
 fi
 if [ "$npm_ci" = 1 ]; then
   say "installing npm dependencies (npm ci)"
   npm ci --no-audit --no-fund >&2
 fi
-if [ ! -f "$native" ] || [ ! -f "$dnsfast" ]; then
-  say "building the native addons: fallback relay, DNS fast path (node-gyp)"
+if addon_missing; then
+  say "building the native addons: UDP fast path, fallback relay (npm run build:native: prebuildify)"
   npm run --silent build:native >&2
 fi

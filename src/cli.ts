@@ -16,7 +16,7 @@ import { desiredElements, desiredMapping } from './mapping.js';
 import { renderFlush, renderFullSync, renderRuleset } from './nft/render.js';
 import { createNftRunner, type NftRunner } from './nft/runner.js';
 import { createResolver, type Resolver } from './resolver.js';
-import { loadNative } from './fallback/native.js';
+import { loadRelayAddon } from './fallback/relay/index.js';
 import { createPolicyRouting, type PolicyRouting } from './fallback/routing.js';
 import { createStateStore } from './state.js';
 import { formatStatus, statusRows } from './status.js';
@@ -188,7 +188,7 @@ async function main(argv: string[]): Promise<number> {
         config, template, logger,
         nft: realNft(),
         routing: realRouting(),
-        loadNative,
+        loadNative: () => loadRelayAddon(),
         store: createStateStore(config.stateDir),
         clock: Date.now,
         makeResolver: resolverFactory(logger),
@@ -224,7 +224,7 @@ async function doctor(configPath: string, devicesText: string | undefined): Prom
   }
   const native = () => {
     try {
-      loadNative();
+      loadRelayAddon();
       return null;
     } catch (err) {
       return errorMessage(err);

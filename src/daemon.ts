@@ -3,7 +3,7 @@
 import type { Config } from './config.js';
 import { courierName } from './couriers.js';
 import { type Fallback, type FallbackDeps, startFallback } from './fallback/listener.js';
-import type { Native } from './fallback/native.js';
+import type { RelayAddon } from './fallback/relay/index.js';
 import { Controller, type ControllerDeps } from './controller.js';
 import { join } from 'node:path';
 import { LOCK_FILE, acquireLock, controlPath, requestControl, serveControl } from './control.js';
@@ -21,7 +21,7 @@ export interface DaemonDeps extends Omit<ControllerDeps, 'logger'> {
   readonly schedule: Scheduler;
   readonly loadConfig: () => Promise<Config>;  // re-read on SIGHUP
   /** The native helper, loaded only when fallback.enabled (it is needed for nothing else). */
-  readonly loadNative: () => Native;
+  readonly loadNative: () => RelayAddon;
   /** Tests may replace how the fallback listens and learns the original destination. */
   readonly fallbackOverrides?: Pick<FallbackDeps, 'listen' | 'originalDestination'>;
 }

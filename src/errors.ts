@@ -17,7 +17,10 @@ export type ErrorCode =
   | 'E_CONTROL'       // talking to the running daemon failed, or another daemon holds the lock
   | 'E_LISTEN'        // a listener could not be started
   | 'E_NOT_OURS'      // a table, route or rule we would replace or delete belongs to someone else
-  | 'E_UNSAFE';       // the config clashes with this machine (VIP prefix on a local network, DNS loop)
+  | 'E_UNSAFE'        // the config clashes with this machine (VIP prefix on a local network, DNS loop)
+  | 'E_NATIVE_MISSING' // a native addon (fastpath, relay) is neither prebuilt for this machine nor built
+  | 'E_NATIVE'        // a native addon call failed: bad arguments, a closed handle, out of memory, a thread or Node-API call that failed
+  | 'E_NATIVE_ADDR';  // the fastpath addon cannot bind that host: not an IP address literal, or too many sockets
 
 export class ApnsProxyError extends Error {
   readonly code: ErrorCode;

@@ -1,7 +1,7 @@
 // The DNS server's transports (UDP and TCP on every dns.listen address): they only move bytes
 // between sockets and the pure answer logic, apply the per-client rate limit and the ACL verdict,
-// and hand non-courier questions to the forwarder. UDP is served by the native fast path when its
-// addon loads (native-udp.ts: courier answers in a thread per socket, everything else handed here),
+// and hand non-courier questions to the forwarder. UDP is served by the UDP fast path when its
+// addon loads (fastpath/index.ts: courier answers in a thread per socket, everything else handed here),
 // else by node:dgram; TCP always here.
 import dgram from 'node:dgram';
 import net from 'node:net';
@@ -11,14 +11,13 @@ import type { Config } from '../config.js';
 import { ApnsProxyError, errorMessage } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Snapshot } from '../mapping.js';
-import type { DnsFastBinding } from '../fallback/native.js';
 import { formatHostPort, type HostPort } from '../net.js';
 import { FrameReader, exchange as realExchange, frameMessage } from '../upstream.js';
 import { ClientAcl } from './acl.js';
 import { type Decision, type Outcome, type Responder, type Transport, answerQuery, buildResponder, rcodeOf } from './answer.js';
 import { type Forwarder, createForwarder } from './forward.js';
 import { LogLimiter, TokenBuckets } from './limits.js';
-import { type NativeDatagram, type NativeUdp, encodeFastTable, openNativeUdp } from './native-udp.js';
+import { type FastPath, type FastPathBinding, type FastPathDatagram, encodeFastPathTable, openFastPath } from './fastpath/index.js';
 import { HEADER_SIZE, questionForLog } from './wire.js';
 
 export interface DnsServerOptions {
@@ -43,7 +42,7 @@ export interface DnsServerOptions {
    */
   readonly nativeUdp?: boolean;
   /** Tests: a stand-in for the fast path's addon. */
-  readonly nativeBinding?: DnsFastBinding;
+  readonly nativeBinding?: FastPathBinding;
 }
 
 export interface DnsEndpoint {
@@ -120,13 +119,13 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   // Asked again on every update (a reload that changes log.level is followed by a new snapshot).
   let debug = logger.isDebug();
 
-  let native: NativeUdp | undefined;
+  let native: FastPath | undefined;
   let nativeProblem: string | undefined;
   if (!(opts.nativeUdp ?? process.env.APNS_PROXY_DNS_NATIVE !== '0')) {
     nativeProblem = opts.nativeUdp === false ? 'off (nativeUdp: false)' : 'off (APNS_PROXY_DNS_NATIVE=0)';
   } else if (boundListen.length > 0) {
     try {
-      native = openNativeUdp(onNativeDatagram, (text) => warn(text), opts.nativeBinding);
+      native = openFastPath(onNativeDatagram, (text) => warn(text), opts.nativeBinding);
     } catch (err) {
       nativeProblem = `unavailable: ${errorMessage(err)}`;
     }
@@ -173,12 +172,12 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   }
 
   /** The native threads' table; if it is refused (a bug), they hand everything to JS rather than stop a snapshot. */
-  function pushTable(n: NativeUdp, responder: Responder, config: Config): void {
+  function pushTable(n: FastPath, responder: Responder, config: Config): void {
     try {
-      n.setTable(encodeFastTable(responder, config.dns.allowClients, fastAnswers()));
+      n.setTable(encodeFastPathTable(responder, config.dns.allowClients, fastAnswers()));
     } catch (err) {
-      logger.error(`dns: the native fast path refused its table (${errorMessage(err)}); every UDP query goes through node`);
-      n.setTable(encodeFastTable({ couriers: new Map(), seed: 0 }, [], false));
+      logger.error(`dns: the UDP fast path refused its table (${errorMessage(err)}); every UDP query goes through node`);
+      n.setTable(encodeFastPathTable({ couriers: new Map(), seed: 0 }, [], false));
     }
   }
 
@@ -286,14 +285,14 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
     socket.on('error', (err) => warn(`dns: udp: ${errorMessage(err)}`));
   }
 
-  function onNativeDatagram(d: NativeDatagram): void {
+  function onNativeDatagram(d: FastPathDatagram): void {
     const out = handle(d.msg, d.address, 'udp', d.charged);
     if (out === undefined) return;
     if (!(out instanceof Promise)) nativeSend(d, out);
     else void out.then((bytes) => { if (!closed) nativeSend(d, bytes); });
   }
 
-  function nativeSend(d: NativeDatagram, bytes: Buffer): void {
+  function nativeSend(d: FastPathDatagram, bytes: Buffer): void {
     const err = native!.send(d.socket, bytes, d.peer);
     if (err !== 0) warn(`dns: udp: send to ${d.address}: ${errnoName(err)}`);
   }
@@ -391,7 +390,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
           nativeEndpoints.push(formatHostPort({ host: hp.host, port }));
         } catch (err) {
           native!.closeSocket(side.index);
-          logger.info(`dns: udp ${formatHostPort({ host: hp.host, port })}: the native fast path cannot start (${errorMessage(err)}); serving it with node:dgram`);
+          logger.info(`dns: udp ${formatHostPort({ host: hp.host, port })}: the UDP fast path cannot start (${errorMessage(err)}); serving it with node:dgram`);
           let udp: dgram.Socket;
           try {
             udp = await bindUdp({ ...hp, port });
@@ -422,12 +421,12 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   if (endpoints.length > 0) logger.info(`dns: serving on ${[...new Set(endpoints.map((e) => formatHostPort(e)))].join(', ')} (udp+tcp)`);
   if (nativeEndpoints.length > 0) {
     const passing = debug ? 'log.level is debug' : 'a test clock is injected';
-    logger.info(`dns: udp ${nativeEndpoints.join(', ')} on the native fast path (a thread per socket answers courier queries, ` +
+    logger.info(`dns: udp ${nativeEndpoints.join(', ')} on the UDP fast path (a thread per socket answers courier queries, ` +
       `${fastAnswers() ? 'the rest goes to node' : `every query goes to node while ${passing}`})`);
   }
   if (udpSockets.length > 0) {
     const dgramEndpoints = endpoints.filter((e) => e.transport === 'udp' && !nativeEndpoints.includes(formatHostPort(e)));
-    logger.info(`dns: udp ${dgramEndpoints.map(formatHostPort).join(', ')} on node:dgram${nativeProblem ? ` (native fast path ${nativeProblem})` : ''}`);
+    logger.info(`dns: udp ${dgramEndpoints.map(formatHostPort).join(', ')} on node:dgram${nativeProblem ? ` (UDP fast path ${nativeProblem})` : ''}`);
   }
 
   function closeAll(): Promise<void> {
@@ -544,7 +543,7 @@ function listenTcp(hp: HostPort, port: number): Promise<net.Server> {
 type UdpSide = { readonly kind: 'native'; readonly index: number; readonly port: number } | { readonly kind: 'dgram'; readonly socket: dgram.Socket };
 
 /** A UDP socket: native when the fast path is open and the host is a literal it can bind, else node:dgram. */
-async function bindUdpSide(hp: HostPort, native: NativeUdp | undefined): Promise<UdpSide> {
+async function bindUdpSide(hp: HostPort, native: FastPath | undefined): Promise<UdpSide> {
   if (native !== undefined) {
     try {
       return { kind: 'native', ...native.bind(hp) };
@@ -556,7 +555,7 @@ async function bindUdpSide(hp: HostPort, native: NativeUdp | undefined): Promise
 }
 
 /** UDP and TCP on the same port; with port 0, the port UDP got (retried if TCP finds it taken). */
-async function bindPair(hp: HostPort, native: NativeUdp | undefined): Promise<{ udp: UdpSide; tcp: net.Server }> {
+async function bindPair(hp: HostPort, native: FastPath | undefined): Promise<{ udp: UdpSide; tcp: net.Server }> {
   for (let attempt = 0; ; attempt++) {
     let udp: UdpSide;
     try {

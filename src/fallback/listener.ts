@@ -12,12 +12,12 @@ import type { Logger } from '../log.js';
 import type { Snapshot } from '../mapping.js';
 import type { Resolution } from '../resolver.js';
 import { LogLimiter } from '../dns/limits.js';
-import type { Native, Relay, RelayCloseEvent } from './native.js';
+import type { Relay, RelayAddon, RelayCloseEvent } from './relay/index.js';
 import { planTargets } from './plan.js';
 
 export interface FallbackDeps {
   readonly config: Config;
-  readonly native: Native;
+  readonly native: RelayAddon;
   readonly resolveNow: (n: number, timeoutMs: number) => Promise<Resolution>;
   readonly getSnapshot: () => Snapshot | undefined;
   /** A courier resolved at connect time: the kernel path should take over its next connections. */
@@ -64,7 +64,7 @@ export function listenBacklog(read: () => string = () => readFileSync(SOMAXCONN,
 }
 
 /** Listens on the transparent socket the native helper creates (IP_TRANSPARENT, CAP_NET_ADMIN). */
-export function transparentListen(native: Native): (server: net.Server, config: Config, backlog: number) => Promise<void> {
+export function transparentListen(native: RelayAddon): (server: net.Server, config: Config, backlog: number) => Promise<void> {
   return (server, config, backlog) => new Promise((resolve, reject) => {
     const fd = native.listenTransparent('127.0.0.1', config.fallback.port, backlog);
     server.once('error', reject);

@@ -178,7 +178,7 @@ test.serial('native UDP fast path (log.level info): courier answers natively, th
   }));
   const daemon = lab.spawn(lab.ns.router, nodeBin(), [CLI, 'run', '--config', fast]);
   try {
-    await daemon.waitForLine(/dns: udp 192\.0\.2\.1:5353 on the native fast path \(a thread per socket answers courier queries, the rest goes to node\)/, 15_000);
+    await daemon.waitForLine(/dns: udp 192\.0\.2\.1:5353 on the UDP fast path \(a thread per socket answers courier queries, the rest goes to node\)/, 15_000);
     await daemon.waitForLine(/refresh: 50 fresh, 0 stale, 10 absent/, 15_000);
     const a = await dig(t, '-p', '5353', '5-CoUrIeR.push.apple.COM', 'A');
     t.is(a.status, 'NOERROR', a.stdout);

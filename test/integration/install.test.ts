@@ -195,8 +195,12 @@ test.serial('install into a temp root twice: same tree, the config written once 
   // the program, the command, the config, the unit
   const prefix = path.join(root, 'opt/apns-proxy');
   t.true(existsSync(path.join(prefix, 'dist/src/cli.js')));
-  t.true(existsSync(path.join(prefix, 'build/Release/apns_proxy_native.node')));
-  t.true(existsSync(path.join(prefix, 'build/Release/apns_proxy_dns.node')), 'the DNS fast path addon');
+  // each addon beside its feature: the prebuild (npm run build:native) or the local build (npm ci compiled it)
+  const addon = (dir: string, target: string) => [`${dir}/prebuilds/linux-${process.arch}/${target}.glibc.node`, `${dir}/build/Release/${target}.node`]
+    .filter((f) => existsSync(path.join(prefix, f)));
+  t.is(addon('src/fallback/relay', 'apns_proxy_relay').length, 1, 'the relay addon');
+  t.is(addon('src/dns/fastpath', 'apns_proxy_fastpath').length, 1, 'the fastpath addon');
+  t.false(existsSync(path.join(prefix, 'build')), 'no top-level build/: the addons are beside their features');
   t.true(existsSync(path.join(prefix, 'nft/apns-proxy.nft')));
   t.false(existsSync(path.join(prefix, 'dist/test')), 'no tests installed');
   t.false(existsSync(path.join(prefix, 'node_modules/ava')), 'no dev dependencies');
@@ -216,8 +220,10 @@ test.serial('install into a temp root twice: same tree, the config written once 
   const render = await execa(nodeBin(), [path.join(prefix, 'dist/src/cli.js'), 'render', '--config', path.join(root, 'etc/apns-proxy/config.json')], { reject: false });
   t.is(render.exitCode, 0, render.stderr);
   t.regex(render.stdout, /table inet apns_proxy \{/);
-  const native = await execa(nodeBin(), ['--input-type=module', '-e', `const m = await import('${path.join(prefix, 'dist/src/fallback/native.js')}'); m.loadNative(); console.log('ok')`], { reject: false });
-  t.is(native.stdout.trim(), 'ok', native.stderr);
+  const relay = await execa(nodeBin(), ['--input-type=module', '-e', `const m = await import('${path.join(prefix, 'dist/src/fallback/relay/index.js')}'); m.loadRelayAddon(); console.log('ok')`], { reject: false });
+  t.is(relay.stdout.trim(), 'ok', relay.stderr);
+  const fastpath = await execa(nodeBin(), ['--input-type=module', '-e', `const m = await import('${path.join(prefix, 'dist/src/dns/fastpath/index.js')}'); m.loadFastPath(); console.log('ok')`], { reject: false });
+  t.is(fastpath.stdout.trim(), 'ok', fastpath.stderr);
 
   // the operator edits the config; a second run changes nothing else and keeps it
   const before = tree(root);

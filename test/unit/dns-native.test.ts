@@ -1,4 +1,4 @@
-// The native UDP fast path (src/fallback/native/dnsfast.c via src/dns/native-udp.ts) against the pure
+// The UDP fast path (src/dns/fastpath: fastpath.c via its index.ts) against the pure
 // answer logic: every reply it makes must be byte for byte what answerQuery makes (a differential
 // test over a table of queries and over hostile mutants), what it does not understand goes to JS,
 // and the live server keeps every behaviour (ACL, rate limit, updates, fallback to node:dgram).
@@ -8,9 +8,8 @@ import dgram from 'node:dgram';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Config } from '../../src/config.js';
-import { type DnsFastBinding, loadDnsFast } from '../../src/fallback/native.js';
 import { answerQuery, buildResponder, type Responder } from '../../src/dns/answer.js';
-import { encodeFastTable, type NativeUdp, openNativeUdp } from '../../src/dns/native-udp.js';
+import { encodeFastPathTable, type FastPath, type FastPathBinding, loadFastPath, openFastPath } from '../../src/dns/fastpath/index.js';
 import { type DnsServer, type DnsServerOptions, startDnsServer } from '../../src/dns/server.js';
 import { memoryLogger } from '../../src/log.js';
 import { nx, ok, testConfig } from '../helpers/fixtures.js';
@@ -28,10 +27,10 @@ function infoLogger(): ReturnType<typeof memoryLogger> {
   return { ...memoryLogger(), isDebug: () => false } as ReturnType<typeof memoryLogger>;
 }
 
-function withNative(r: Responder, allowClients: readonly string[], fn: (n: NativeUdp) => void): void {
-  const n = openNativeUdp(() => undefined, () => undefined);
+function withNative(r: Responder, allowClients: readonly string[], fn: (n: FastPath) => void): void {
+  const n = openFastPath(() => undefined, () => undefined);
   try {
-    n.setTable(encodeFastTable(r, allowClients, true));
+    n.setTable(encodeFastPathTable(r, allowClients, true));
     fn(n);
   } finally {
     n.close();
@@ -97,8 +96,8 @@ const jsRows: [string, Buffer, string?][] = [
 ];
 
 test('native: the addon loads (npm run build:native builds it next to the relay)', (t) => {
-  let binding: DnsFastBinding | undefined;
-  t.notThrows(() => { binding = loadDnsFast(); });
+  let binding: FastPathBinding | undefined;
+  t.notThrows(() => { binding = loadFastPath(); });
   t.is(typeof binding?.dnsCreate, 'function');
 });
 
@@ -137,17 +136,17 @@ test('native: clients outside the IPv4 networks of the ACL, and IPv6 clients, go
 });
 
 test('native: a table with answer off hands everything to JS; a new table replaces the old at once', (t) => {
-  const n = openNativeUdp(() => undefined, () => undefined);
+  const n = openFastPath(() => undefined, () => undefined);
   t.teardown(() => n.close());
   t.is(n.decide(good, '127.0.0.1'), null, 'no table yet');
-  n.setTable(encodeFastTable(responder, ['127.0.0.0/8'], false));
+  n.setTable(encodeFastPathTable(responder, ['127.0.0.0/8'], false));
   t.is(n.decide(good, '127.0.0.1'), null);
   const other = buildResponder(config, testSnapshot(config, { 5: nx }));
-  n.setTable(encodeFastTable(other, ['127.0.0.0/8'], true));
+  n.setTable(encodeFastPathTable(other, ['127.0.0.0/8'], true));
   t.deepEqual(n.decide(good, '127.0.0.1'), jsReply(other, good));
   t.is(decode(n.decide(good, '127.0.0.1')!).rcode, 'NXDOMAIN');
   t.throws(() => n.setTable(Buffer.from('DNSF')), { message: /dnsSetTable: / });
-  t.throws(() => n.setTable(Buffer.concat([encodeFastTable(other, [], true), Buffer.from([0])])), { message: /trailing bytes/ });
+  t.throws(() => n.setTable(Buffer.concat([encodeFastPathTable(other, [], true), Buffer.from([0])])), { message: /trailing bytes/ });
   t.deepEqual(n.decide(good, '127.0.0.1'), jsReply(other, good), 'a rejected table leaves the previous one serving');
 });
 
@@ -279,7 +278,7 @@ async function exchangeAll(port: number, msgs: Buffer[], timeoutMs = 3000): Prom
 
 test('live: courier queries are answered natively, byte for byte as answerQuery, from the server port', async (t) => {
   const { server, port, logger, responder: r } = await liveServer(t);
-  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on the native fast path \(a thread per socket answers courier queries, the rest goes to node\)$/.test(l)), logger.lines.join('\n'));
+  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on the UDP fast path \(a thread per socket answers courier queries, the rest goes to node\)$/.test(l)), logger.lines.join('\n'));
   const msgs = fastRows.map(([, m], i) => { const c = Buffer.from(m); c.writeUInt16BE(i, 0); return c; });
   const before = server.stats();
   const replies = await exchangeAll(port, msgs);
@@ -364,19 +363,19 @@ test('live: a dual-stack socket answers IPv4-mapped clients natively and IPv6 cl
 
 test('live: nativeUdp false serves node:dgram and says so', async (t) => {
   const { port, logger, server } = await liveServer(t, {}, { nativeUdp: false });
-  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on node:dgram \(native fast path off \(nativeUdp: false\)\)$/.test(l)), logger.lines.join('\n'));
+  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on node:dgram \(UDP fast path off \(nativeUdp: false\)\)$/.test(l)), logger.lines.join('\n'));
   t.like(decode(await udpAsk(port, q('5-courier.push.apple.com'))).answers?.[0], { data: '198.18.100.5' });
   t.is(server.stats().fastPath, 0);
 });
 
 test('live: a socket whose thread cannot start is served by node:dgram on the same port', async (t) => {
-  const real = loadDnsFast();
+  const real = loadFastPath();
   // the addon's functions are not enumerable: inherit them, replace one
   const failing = Object.create(real, {
     dnsStart: { value: () => { throw Object.assign(new Error('dnsStart: pthread_create: Resource temporarily unavailable'), { code: 'E_NATIVE' }); } },
-  }) as DnsFastBinding;
+  }) as FastPathBinding;
   const { port, logger, server } = await liveServer(t, {}, { nativeBinding: failing });
-  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+: the native fast path cannot start \(dnsStart: pthread_create/.test(l)), logger.lines.join('\n'));
+  t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+: the UDP fast path cannot start \(dnsStart: pthread_create/.test(l)), logger.lines.join('\n'));
   t.true(logger.lines.some((l) => /^info: dns: udp 127\.0\.0\.1:\d+ on node:dgram$/.test(l)), logger.lines.join('\n'));
   t.like(decode(await udpAsk(port, q('5-courier.push.apple.com'))).answers?.[0], { data: '198.18.100.5' });
   t.is(server.stats().fastPath, 0);
@@ -448,14 +447,14 @@ test('native: more IPv4 networks than the fast path takes → no client is answe
 });
 
 test('live: a table the addon refuses is logged; every UDP query then goes through JS, still answered', async (t) => {
-  const real = loadDnsFast();
+  const real = loadFastPath();
   let refusals = 0;
   const refusing = Object.create(real, {
     dnsSetTable: { value: (h: object, table: Buffer) => { if (table.length > 20) { refusals++; throw new Error('dnsSetTable: bad reply template'); } real.dnsSetTable(h, table); } },
-  }) as DnsFastBinding;
+  }) as FastPathBinding;
   const { port, logger, server } = await liveServer(t, {}, { nativeBinding: refusing });
   t.is(refusals, 1);
-  t.true(logger.lines.some((l) => /^error: dns: the native fast path refused its table \(dnsSetTable: bad reply template\); every UDP query goes through node$/.test(l)), logger.lines.join('\n'));
+  t.true(logger.lines.some((l) => /^error: dns: the UDP fast path refused its table \(dnsSetTable: bad reply template\); every UDP query goes through node$/.test(l)), logger.lines.join('\n'));
   t.like(decode(await udpAsk(port, q('5-courier.push.apple.com'))).answers?.[0], { data: '198.18.100.5' });
   t.is(server.stats().fastPath, 0);
   t.is(server.stats().outcomes.courier, 1);
@@ -466,4 +465,46 @@ test('live: update() after close() is a no-op (the controller may publish while 
   await server.close();
   server.update(cfg, testSnapshot(cfg, { 5: nx }));
   t.false(logger.lines.some((l) => l.startsWith('error:')), logger.lines.join('\n'));
+});
+
+test('rate limit shared by several sockets: one bucket per client across them; off takes no token, on again starts fresh', async (t) => {
+  const n = openFastPath(() => undefined, () => undefined);
+  t.teardown(() => n.close());
+  n.setTable(encodeFastPathTable(responder, ['127.0.0.0/8'], true));
+  const ports: number[] = [];
+  for (let i = 0; i < 3; i++) {
+    const { index, port } = n.bind({ host: '127.0.0.1', port: 0, family: 4 });
+    n.start(index);
+    ports.push(port);
+  }
+  const client = dgram.createSocket('udp4');
+  t.teardown(() => client.close());
+  const replies: number[] = [];
+  client.on('message', (m) => replies.push(m.readUInt16BE(0)));
+  await new Promise<void>((resolve) => client.bind(0, '127.0.0.1', resolve));
+  /** 30 courier queries round-robin over the three sockets; the replies that came back. */
+  const burst = async (base: number): Promise<number> => {
+    replies.length = 0;
+    const before = n.stats().queries;
+    for (let i = 0; i < 30; i++) client.send(query('5-courier.push.apple.com', 'A', { id: base + i }), ports[i % 3]!, '127.0.0.1');
+    for (let i = 0; i < 400 && n.stats().queries - before < 30; i++) await new Promise((resolve) => setTimeout(resolve, 5));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    return replies.length;
+  };
+  n.setRateLimit(2, 1000);  // burst 2, 2 a second
+  const started = performance.now();
+  const limited = await burst(100);
+  const tookMs = performance.now() - started;
+  t.true(limited >= 2 && limited <= 2 + Math.ceil((tookMs * 2) / 1000), `one bucket for the three sockets: ${limited} answered in ${tookMs.toFixed(0)} ms`);
+  t.is(n.stats().rateLimited, 30 - limited);
+  t.is(n.stats().rateLimitClients, 1, 'one client, one bucket, whichever socket it asked');
+  t.false(n.take('127.0.0.1') && n.take('127.0.0.1') && n.take('127.0.0.1'), 'TCP (take) draws from the same empty bucket');
+  n.setRateLimit(0, 1000);  // off
+  t.is(await burst(200), 30, 'off: everything is answered');
+  t.is(n.stats().rateLimited, 30 - limited, 'and nothing more is limited');
+  t.true(n.take('127.0.0.1'), 'off: take always grants');
+  t.is(n.stats().rateLimitClients, 0);
+  n.setRateLimit(2, 1000);  // on again: fresh buckets
+  const again = await burst(300);
+  t.true(again >= 2 && again <= 4, `on again: a fresh bucket (${again} answered)`);
 });

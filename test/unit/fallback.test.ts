@@ -8,7 +8,7 @@ import type { Config } from '../../src/config.js';
 import { memoryLogger } from '../../src/log.js';
 import { desiredMapping } from '../../src/mapping.js';
 import { DEFAULT_BACKLOG, type Fallback, listenBacklog, startFallback } from '../../src/fallback/listener.js';
-import { loadNative } from '../../src/fallback/native.js';
+import { loadRelayAddon } from '../../src/fallback/relay/index.js';
 import { planTargets } from '../../src/fallback/plan.js';
 import type { Resolution } from '../../src/resolver.js';
 import { FakeClock, fail, nx, ok, testConfig } from '../helpers/fixtures.js';
@@ -53,7 +53,7 @@ async function courier(): Promise<Courier> {
 async function fallback(cfg: Config, answer: (n: number) => Resolution, resolved: number[] = []): Promise<Fallback> {
   return startFallback({
     config: cfg,
-    native: loadNative(),
+    native: loadRelayAddon(),
     resolveNow: async (n) => answer(n),
     getSnapshot: () => undefined,
     onResolved: (n) => resolved.push(n),
@@ -230,7 +230,7 @@ test('rejections are logged at most 10 per 10 s, then with the count of lines he
   const logger = memoryLogger();
   const cfg = loopConfig(5223);
   const fb = await startFallback({
-    config: cfg, native: loadNative(), resolveNow: async () => nx, getSnapshot: () => undefined, onResolved: () => undefined,
+    config: cfg, native: loadRelayAddon(), resolveNow: async () => nx, getSnapshot: () => undefined, onResolved: () => undefined,
     logger, clock: clock.now,
     listen: (server) => new Promise((r) => server.listen(0, '127.0.0.1', r)),
     originalDestination: () => ({ address: '198.18.100.7', port: 5223 }),
@@ -257,7 +257,7 @@ test('listen backlog: net.core.somaxconn, read at start through the injected rea
   const logger = memoryLogger();
   const backlogs: number[] = [];
   const fb = await startFallback({
-    config: loopConfig(5223), native: loadNative(), resolveNow: async () => nx, getSnapshot: () => undefined, onResolved: () => undefined,
+    config: loopConfig(5223), native: loadRelayAddon(), resolveNow: async () => nx, getSnapshot: () => undefined, onResolved: () => undefined,
     logger, readSomaxconn: () => '8192\n',
     listen: (server, _config, backlog) => {
       backlogs.push(backlog);

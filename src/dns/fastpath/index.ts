@@ -1,17 +1,64 @@
-// The DNS server's native UDP fast path (src/fallback/native/dnsfast.c) as server.ts uses it: a
-// thread per UDP listen socket answers courier queries from the replies buildResponder precomputed
-// and hands every other datagram to JS unchanged. This module only moves things across: it encodes
-// the table the threads answer from (encodeFastTable, pure) and decodes the batches they hand over.
-import { type DnsFastBinding, type DnsFastStats, loadDnsFast } from '../fallback/native.js';
-import type { HostPort } from '../net.js';
-import { parseIPv4 } from '../net.js';
-import { aclEntry } from './acl.js';
-import type { Responder } from './answer.js';
+// The DNS server's UDP fast path (the addon apns_proxy_fastpath: fastpath.c beside this file, with
+// its binding.gyp and prebuilds/) as server.ts uses it: a thread per UDP listen socket answers
+// courier queries from the replies buildResponder precomputed and hands every other datagram to JS
+// unchanged. This module loads the addon and only moves things across: it encodes the table the
+// threads answer from (encodeFastPathTable, pure) and decodes the batches they hand over. Optional
+// at install: without the addon the DNS server serves UDP with node:dgram.
+import { loadAddon } from '../../addon.js';
+import { ApnsProxyError, errorMessage } from '../../errors.js';
+import type { HostPort } from '../../net.js';
+import { parseIPv4 } from '../../net.js';
+import { aclEntry } from '../acl.js';
+import type { Responder } from '../answer.js';
 
-export type { DnsFastStats } from '../fallback/native.js';
+/** The addon's functions (fastpath.c): a thread per UDP listen socket, datagrams for JS in batches. */
+export interface FastPathBinding {
+  /** onEvent(batch, null): datagrams for JS (records, see decodeBatch); onEvent(null, text): a socket error. */
+  dnsCreate(onEvent: (batch: Buffer | null, error: string | null) => void): object;
+  /** Binds a UDP socket (errors carry Node's errno code, or E_NATIVE_ADDR for a non-literal host): [index, port]. */
+  dnsBind(handle: object, host: string, port: number, family: 4 | 6): [number, number];
+  dnsStart(handle: object, index: number): void;
+  dnsCloseSocket(handle: object, index: number): void;
+  /** 0, or the errno of a send that failed (never blocks). */
+  dnsSend(handle: object, index: number, bytes: Buffer, sockaddr: Buffer): number;
+  dnsSetTable(handle: object, table: Buffer): void;
+  dnsSetRateLimit(handle: object, rate: number, maxKeys: number): void;
+  dnsTake(handle: object, address: string): boolean;
+  dnsDecide(handle: object, msg: Buffer, address: string): Buffer | null;
+  dnsStats(handle: object): FastPathStats;
+  dnsClose(handle: object): void;
+}
 
-/** A datagram the native thread did not answer, with what a reply through the same socket needs. */
-export interface NativeDatagram {
+export interface FastPathStats {
+  readonly queries: number;          // datagrams received
+  readonly rateLimited: number;      // dropped by the rate limit
+  readonly handedToJs: number;       // datagrams queued for JS
+  readonly handoffDropped: number;   // dropped because too much was already queued for JS
+  readonly sendErrors: number;
+  readonly courier: number;          // answered natively, by outcome
+  readonly nodata: number;
+  readonly nxdomain: number;
+  readonly rateLimitClients: number; // buckets held
+}
+
+let cached: FastPathBinding | undefined;
+
+/**
+ * The fast-path addon; throws E_NATIVE_MISSING when it is neither prebuilt for this machine nor
+ * built (the DNS server then stays on node:dgram and says so).
+ */
+export function loadFastPath(): FastPathBinding {
+  if (cached) return cached;
+  try {
+    cached = loadAddon<FastPathBinding>(import.meta.url);
+  } catch (err) {
+    throw new ApnsProxyError('E_NATIVE_MISSING', `the fastpath addon (apns_proxy_fastpath) is neither prebuilt for this machine nor built (${errorMessage(err).split('\n')[0]}); run "npm run build:native"`, { cause: err });
+  }
+  return cached;
+}
+
+/** A datagram the fast path's thread did not answer, with what a reply through the same socket needs. */
+export interface FastPathDatagram {
   readonly socket: number;    // index of the receiving socket (dnsSend)
   readonly charged: boolean;  // the native rate limiter already took this client's token for it
   readonly address: string;   // the sender as Node writes it ("192.0.2.2", "::ffff:192.0.2.2", "fe80::1%eth0")
@@ -19,7 +66,7 @@ export interface NativeDatagram {
   readonly msg: Buffer;
 }
 
-export interface NativeUdp {
+export interface FastPath {
   /** Binds a UDP socket; errors carry Node's errno codes (EADDRINUSE...), E_NATIVE_ADDR for a non-literal host. */
   bind(hp: HostPort): { index: number; port: number };
   /** Starts the socket's thread; throws when it cannot (the caller then serves it with node:dgram). */
@@ -33,16 +80,16 @@ export interface NativeUdp {
   take(address: string): boolean;
   /** What the fast path would answer this datagram from this client with; null: it hands it to JS. */
   decide(msg: Buffer, address: string): Buffer | null;
-  stats(): DnsFastStats;
+  stats(): FastPathStats;
   close(): void;
 }
 
 /** Opens the fast path; throws when the addon is not built or cannot start. */
-export function openNativeUdp(
-  onDatagram: (d: NativeDatagram) => void,
+export function openFastPath(
+  onDatagram: (d: FastPathDatagram) => void,
   onError: (text: string) => void,
-  binding: DnsFastBinding = loadDnsFast(),
-): NativeUdp {
+  binding: FastPathBinding = loadFastPath(),
+): FastPath {
   const b = binding;
   const handle = b.dnsCreate((batch, error) => {
     if (error !== null) return onError(error);
@@ -69,7 +116,7 @@ export function openNativeUdp(
 const RECORD_HEAD = 7;
 const FLAG_CHARGED = 1;
 
-function decodeBatch(batch: Buffer, onDatagram: (d: NativeDatagram) => void, onError: (text: string) => void): void {
+function decodeBatch(batch: Buffer, onDatagram: (d: FastPathDatagram) => void, onError: (text: string) => void): void {
   let p = 0;
   while (p + RECORD_HEAD <= batch.length) {
     const msgLen = batch.readUInt16BE(p);
@@ -81,8 +128,8 @@ function decodeBatch(batch: Buffer, onDatagram: (d: NativeDatagram) => void, onE
     const textAt = peerAt + peerLen;
     const msgAt = textAt + textLen;
     p = msgAt + msgLen;
-    if (p > batch.length) return onError('dns: native fast path handed over a malformed batch');
-    const d: NativeDatagram = {
+    if (p > batch.length) return onError('dns: fastpath: handed over a malformed batch');
+    const d: FastPathDatagram = {
       socket,
       charged: (flags & FLAG_CHARGED) !== 0,
       address: batch.toString('latin1', textAt, msgAt),
@@ -97,10 +144,10 @@ function decodeBatch(batch: Buffer, onDatagram: (d: NativeDatagram) => void, onE
   }
 }
 
-/** dnsfast.c's MAX_ACL. */
+/** fastpath.c's MAX_ACL. */
 const MAX_FAST_NETS = 4096;
 
-/** Outcome codes of the table, in dnsfast.c's order. */
+/** Outcome codes of the table, in fastpath.c's order. */
 const OUTCOME = { courier: 0, nodata: 1, nxdomain: 2 } as const;
 
 /**
@@ -111,7 +158,7 @@ const OUTCOME = { courier: 0, nodata: 1, nxdomain: 2 } as const;
  *   "DNSF" u8 1 u8 answer u16 nets (u32 network u8 prefix)*
  *   u16 couriers (u8 nameLen name u8 outcomeA u8 outcomeOther (u16 len bytes)x4: A, A+OPT, other, other+OPT)*
  */
-export function encodeFastTable(r: Responder, allowClients: readonly string[], answer: boolean): Buffer {
+export function encodeFastPathTable(r: Responder, allowClients: readonly string[], answer: boolean): Buffer {
   const parts: Buffer[] = [];
   const head = Buffer.alloc(8);
   head.write('DNSF', 0, 'latin1');
@@ -126,7 +173,7 @@ export function encodeFastTable(r: Responder, allowClients: readonly string[], a
     net[4] = entry.prefix;
     nets.push(net);
   }
-  // dnsfast.c takes at most MAX_FAST_NETS; with more, no IPv4 client is answered natively (JS decides all)
+  // fastpath.c takes at most MAX_FAST_NETS; with more, no IPv4 client is answered natively (JS decides all)
   if (nets.length > MAX_FAST_NETS) nets.length = 0;
   head.writeUInt16BE(nets.length, 6);
   parts.push(head, ...nets);

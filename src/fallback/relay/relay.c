@@ -90,7 +90,11 @@ static napi_value ListenTransparent(napi_env env, napi_callback_info info) {
     return throw_errno(env, "E_LISTEN", "listen", e);
   }
   napi_value out;
-  NAPI_OK(napi_create_int32(env, fd, &out));
+  if (napi_create_int32(env, fd, &out) != napi_ok) {
+    close(fd);
+    napi_throw_error(env, "E_NATIVE", "listenTransparent: Node-API call failed");
+    return NULL;
+  }
   return out;
 }
 
@@ -472,11 +476,12 @@ static void relay_stop(relay_t *r) {
     close(c->fd[1]);
     free(c);
   }
-  close(r->epfd);
-  close(r->evfd);
+  if (r->epfd >= 0) close(r->epfd);
+  if (r->evfd >= 0) close(r->evfd);
   while (r->pooled > 0) pipe_destroy(r, r->pool[--r->pooled]);
   free(r->scratch);
-  napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
+  r->scratch = NULL;
+  if (r->tsfn) napi_release_threadsafe_function(r->tsfn, napi_tsfn_release);
 }
 
 static void relay_finalize(napi_env env, void *data, void *hint) {
@@ -515,37 +520,61 @@ static napi_value RelayCreate(napi_env env, napi_callback_info info) {
   }
   relay_t *r = calloc(1, sizeof *r);
   if (!r) return throw_errno(env, "E_NATIVE", "relayCreate", ENOMEM);
+  r->epfd = r->evfd = -1;  // not opened yet (0 from calloc is a valid fd)
   r->idle_ms = (int64_t)idle;
-  r->scratch = malloc(SCRATCH_SIZE);
-  r->epfd = epoll_create1(EPOLL_CLOEXEC);
-  r->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   pthread_mutex_init(&r->mu, NULL);
-  if (!r->scratch || r->epfd < 0 || r->evfd < 0) {
-    int e = errno;
-    free(r->scratch);
-    if (r->epfd >= 0) close(r->epfd);
-    if (r->evfd >= 0) close(r->evfd);
-    free(r);
-    return throw_errno(env, "E_NATIVE", "relayCreate", e);
+  // Every failure below goes to `fail`, which undoes all that was done (relay_finalize: stops the
+  // thread if it runs, closes the fds, releases the threadsafe function, frees): nothing leaks.
+  const char *what = "relayCreate";
+  int err = 0;
+  napi_value name, handle;
+  r->scratch = malloc(SCRATCH_SIZE);
+  if (!r->scratch) {
+    err = ENOMEM;
+    goto fail;
   }
+  r->epfd = epoll_create1(EPOLL_CLOEXEC);
+  if (r->epfd < 0) {
+    err = errno;
+    what = "relayCreate: epoll_create1";
+    goto fail;
+  }
+  r->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (r->evfd < 0) {
+    err = errno;
+    what = "relayCreate: eventfd";
+    goto fail;
+  }
+  // the wake-up fd: without it the thread would never see new connections nor a stop
   struct epoll_event e = {.events = EPOLLIN, .data.ptr = NULL};
-  epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->evfd, &e);
-  napi_value name;
-  NAPI_OK(napi_create_string_utf8(env, "apns-proxy relay", NAPI_AUTO_LENGTH, &name));
-  NAPI_OK(napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &r->tsfn));
+  if (epoll_ctl(r->epfd, EPOLL_CTL_ADD, r->evfd, &e) < 0) {
+    err = errno;
+    what = "relayCreate: epoll_ctl";
+    goto fail;
+  }
+  what = "relayCreate: Node-API call failed";
+  if (napi_create_string_utf8(env, "apns-proxy relay", NAPI_AUTO_LENGTH, &name) != napi_ok ||
+      napi_create_threadsafe_function(env, argv[1], NULL, name, 0, 1, NULL, NULL, NULL, call_js, &r->tsfn) != napi_ok) {
+    r->tsfn = NULL;
+    goto fail;
+  }
   // close notifications must not keep the process alive on their own
-  NAPI_OK(napi_unref_threadsafe_function(env, r->tsfn));
-  if (pthread_create(&r->thread, NULL, relay_main, r) != 0) {
-    int err = errno;
-    r->thread_started = 0;
-    relay_stop(r);
-    free(r);
-    return throw_errno(env, "E_NATIVE", "pthread_create", err);
+  if (napi_unref_threadsafe_function(env, r->tsfn) != napi_ok) goto fail;
+  // pthread_create returns its error; it does not set errno
+  err = pthread_create(&r->thread, NULL, relay_main, r);
+  if (err != 0) {
+    what = "pthread_create";
+    goto fail;
   }
   r->thread_started = 1;
-  napi_value handle;
-  NAPI_OK(napi_create_external(env, r, relay_finalize, NULL, &handle));
+  err = 0;
+  if (napi_create_external(env, r, relay_finalize, NULL, &handle) != napi_ok) goto fail;
   return handle;
+fail:
+  relay_finalize(env, r, NULL);
+  if (err) return throw_errno(env, "E_NATIVE", what, err);
+  napi_throw_error(env, "E_NATIVE", what);
+  return NULL;
 }
 
 // relayAdd(handle, clientFd, courierFd, id): takes over duplicates of both fds; the caller then

@@ -1,4 +1,5 @@
-// apns-proxy DNS fast path (Node-API, Linux only; a second addon beside relay.c, apns_proxy_dns.node).
+// apns-proxy UDP fast path of the DNS server (Node-API, Linux only; the addon apns_proxy_fastpath,
+// loaded by index.ts beside this file; napi_errors.h is shared with src/fallback/relay).
 //
 // Node pays a fixed cost per datagram (a libuv read, a JS callback, a send request) that caps a
 // node:dgram server below unbound. Here one thread per UDP listen socket reads datagrams in batches
@@ -87,7 +88,7 @@ static inline uint8_t fold(uint8_t c) {
 
 // ---------------------------------------------------------------------------------------------
 // The table: the precomputed courier replies and the IPv4 part of dns.allowClients, as JS encodes
-// them (src/dns/native-udp.ts, encodeFastTable). Immutable once built; swapped whole on updates.
+// them (src/dns/fastpath/index.ts, encodeFastPathTable). Immutable once built; swapped whole on updates.
 
 typedef struct {
   const uint8_t *qname;          // lower-cased wire name
@@ -378,6 +379,9 @@ typedef struct {
 
 typedef struct {
   pthread_mutex_t mu;
+  // rate > 0, written under mu and read without it: with the limit off a batch takes no lock, so
+  // the sockets' threads do not queue behind each other for nothing
+  atomic_int on;
   double rate, burst;  // rate 0: off
   uint32_t max_keys;
   bucket_t *b;
@@ -679,8 +683,14 @@ static void process_batch(sock_t *s, int n) {
   double now = now_ms();  // one clock read per batch
   pthread_rwlock_rdlock(&srv->tlock);
   const table_t *t = srv->table;
-  pthread_mutex_lock(&srv->lim.mu);
-  int limiting = srv->lim.rate > 0;
+  // The buckets are shared by every socket's thread (and TCP, dnsTake): while the limit is on they
+  // are used under lim.mu, held for the batch; while it is off no lock is taken at all.
+  int limiting = atomic_load_explicit(&srv->lim.on, memory_order_acquire);
+  if (limiting) {
+    pthread_mutex_lock(&srv->lim.mu);
+    limiting = srv->lim.rate > 0;  // turned off meanwhile
+    if (!limiting) pthread_mutex_unlock(&srv->lim.mu);
+  }
   for (int i = 0; i < n; i++) {
     uint8_t f = 0;
     if (limiting) {
@@ -712,7 +722,7 @@ static void process_batch(sock_t *s, int n) {
       njs++;
     }
   }
-  pthread_mutex_unlock(&srv->lim.mu);
+  if (limiting) pthread_mutex_unlock(&srv->lim.mu);
   pthread_rwlock_unlock(&srv->tlock);
   if (limited) atomic_fetch_add_explicit(&srv->rate_limited, limited, memory_order_relaxed);
   for (int k = 0; k < OUT_COUNT; k++) {
@@ -783,6 +793,7 @@ static void server_stop(server_t *srv) {
   pthread_mutex_lock(&srv->lim.mu);
   lim_reset(&srv->lim);
   srv->lim.rate = 0;
+  atomic_store_explicit(&srv->lim.on, 0, memory_order_release);
   pthread_mutex_unlock(&srv->lim.mu);
   // datagrams still queued for JS are dropped: call_js frees them without an env
   if (srv->tsfn) napi_release_threadsafe_function(srv->tsfn, napi_tsfn_abort);
@@ -854,7 +865,7 @@ static sock_t *get_sock(napi_env env, server_t *srv, napi_value v) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The JS API (src/fallback/native.ts, DnsFastBinding).
+// The JS API (src/dns/fastpath/index.ts, FastPathBinding).
 
 // dnsCreate(onEvent): handle
 static napi_value DnsCreate(napi_env env, napi_callback_info info) {
@@ -1092,6 +1103,7 @@ static napi_value DnsSetRateLimit(napi_env env, napi_callback_info info) {
   srv->lim.rate = rate;
   srv->lim.burst = rate;  // as server.ts builds TokenBuckets(rate, rate, ...)
   srv->lim.max_keys = max_keys;
+  atomic_store_explicit(&srv->lim.on, rate > 0, memory_order_release);
   pthread_mutex_unlock(&srv->lim.mu);
   return NULL;
 }
@@ -1118,9 +1130,11 @@ static napi_value DnsTake(napi_env env, napi_callback_info info) {
     key_of(&ss, &key);
   }
   int ok = 1;
-  pthread_mutex_lock(&srv->lim.mu);
-  if (srv->lim.rate > 0) ok = lim_take(&srv->lim, &key, now_ms());
-  pthread_mutex_unlock(&srv->lim.mu);
+  if (atomic_load_explicit(&srv->lim.on, memory_order_acquire)) {
+    pthread_mutex_lock(&srv->lim.mu);
+    if (srv->lim.rate > 0) ok = lim_take(&srv->lim, &key, now_ms());
+    pthread_mutex_unlock(&srv->lim.mu);
+  }
   napi_value out;
   NAPI_OK(napi_get_boolean(env, ok, &out));
   return out;

@@ -1,4 +1,4 @@
-// Error helpers shared by the two addons (relay.c, dnsfast.c): errors thrown with a stable code so
+// Error helpers shared by the two addons (relay.c here, src/dns/fastpath/fastpath.c): errors thrown with a stable code so
 // JS can branch on it, and a guard for Node-API calls that should never fail.
 #ifndef APNS_PROXY_NAPI_ERRORS_H
 #define APNS_PROXY_NAPI_ERRORS_H
