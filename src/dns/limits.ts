@@ -70,4 +70,11 @@ export class LogLimiter {
     this.suppressed = 0;
     return held;
   }
+
+  /** Lines held back since the last one let through, and forgets them (for a summary line of its own). */
+  drain(): number {
+    const held = this.suppressed;
+    this.suppressed = 0;
+    return held;
+  }
 }

@@ -93,10 +93,18 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
   server.on('error', (err) => logger.error(`fallback listener: ${errorMessage(err)}`));
 
   const rejectLines = new LogLimiter(REJECT_LINES, REJECT_WINDOW_MS, deps.clock ?? (() => performance.now()));
+  // A burst that ends inside a window would never report what it held back: a timer says it.
+  let summary: NodeJS.Timeout | undefined;
+  const summarise = () => {
+    summary = undefined;
+    const held = rejectLines.drain();
+    if (held > 0) logger.info(`fallback: ${held} similar lines suppressed (connections reset) in the last ${REJECT_WINDOW_MS / 1000} s`);
+  };
   const reject = (client: net.Socket, id: number, why: string) => {
     failed++;
     const held = rejectLines.take();
     if (held !== undefined) logger.info(`fallback #${id}: ${why}; connection reset${held > 0 ? ` (${held} similar lines suppressed)` : ''}`);
+    else summary ??= setTimeout(summarise, REJECT_WINDOW_MS).unref();
     client.resetAndDestroy();
   };
 
@@ -161,6 +169,7 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
       config = next;
     },
     close: () => new Promise((resolve) => {
+      if (summary !== undefined) clearTimeout(summary);
       server.close(() => resolve());
       relay.close();
     }),

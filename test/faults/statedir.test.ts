@@ -30,19 +30,30 @@ test.after.always(async (t) => {
   await t.context.lab?.destroy();
 });
 
-/** A 64 KB tmpfs over the state dir holding state.json (copied from before), then filled up. */
-async function mountFull(lab: Lab): Promise<void> {
+/** A 64 KB tmpfs over the state dir holding state.json (copied from before). */
+async function mountSmall(lab: Lab): Promise<void> {
   const saved = await readFile(`${stateDir(lab)}/state.json`).catch(() => null);
   await lab.exec('', 'mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', stateDir(lab)]);
   if (saved) await writeFile(`${stateDir(lab)}/state.json`, saved);
+}
+
+/** Fills the tmpfs: no room left for the next state.json. */
+async function fill(lab: Lab): Promise<void> {
   await lab.exec('', 'dd', ['if=/dev/zero', `of=${stateDir(lab)}/filler`, 'bs=4k', 'count=64'], { reject: false });
 }
 
-async function mountReadOnly(lab: Lab): Promise<void> {
-  const saved = await readFile(`${stateDir(lab)}/state.json`).catch(() => null);
-  await lab.exec('', 'mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', stateDir(lab)]);
-  if (saved) await writeFile(`${stateDir(lab)}/state.json`, saved);
+async function remountReadOnly(lab: Lab): Promise<void> {
   await lab.exec('', 'mount', ['-o', 'remount,ro', stateDir(lab)]);
+}
+
+async function mountFull(lab: Lab): Promise<void> {
+  await mountSmall(lab);
+  await fill(lab);
+}
+
+async function mountReadOnly(lab: Lab): Promise<void> {
+  await mountSmall(lab);
+  await remountReadOnly(lab);
 }
 
 async function assertDegradedButServing(t: ExecutionContext<any>, lab: Lab, d: LabProcess, lkg: Map<string, string>): Promise<void> {
@@ -57,7 +68,7 @@ async function assertDegradedButServing(t: ExecutionContext<any>, lab: Lab, d: L
   t.like(JSON.parse(h?.body ?? '{}'), { status: 'degraded', stateWritable: false }, `/healthz body: ${h?.body}`);
 }
 
-for (const [what, mount] of [['full', mountFull], ['read-only', mountReadOnly]] as const) {
+for (const [what, mount, turn] of [['full', mountFull, fill], ['read-only', mountReadOnly, remountReadOnly]] as const) {
   test.serial(`case 2: state dir ${what} at start: run keeps running, DNS answers, degraded`, async (t) => {
     const { lab, config } = t.context;
     const lkg = await primeMap(lab, config);
@@ -73,9 +84,11 @@ for (const [what, mount] of [['full', mountFull], ['read-only', mountReadOnly]] 
     await umountAll(lab);
     await mkdir(stateDir(lab), { recursive: true });
     const lkg = await primeMap(lab, config);
+    // The filesystem under the running daemon fills up or goes read-only (its control socket stays reachable).
+    await mountSmall(lab);
     daemon = spawnRun(lab, config);
     await daemon.waitForLine(/running: /, 15_000);
-    await mount(lab);
+    await turn(lab);
     await lab.setScenario({ addresses: { '9': ['203.0.113.34'] } });
     await cli(lab, config, ['refresh']);
     await waitFor(async () => !(await alive(daemon!)) || daemon!.lines.some((l) => /cannot write|state/.test(l) && /error/.test(l)), 3000);

@@ -86,3 +86,15 @@ test('acl: the verdict cache stays bounded under many clients', (t) => {
   for (let i = 0; i < 20_000; i++) t.is(a.allows(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`), true);
   t.true((a as unknown as { cache: Map<string, boolean> }).cache.size <= 4096);
 });
+
+test('LogLimiter.drain hands over the count held back once, for a summary line', (t) => {
+  const clock = { t: 0, now: () => clock.t };
+  const l = new LogLimiter(1, 1000, clock.now);
+  t.is(l.take(), 0);
+  t.is(l.take(), undefined);
+  t.is(l.take(), undefined);
+  t.is(l.drain(), 2);
+  t.is(l.drain(), 0);
+  clock.t = 1000;
+  t.is(l.take(), 0, 'drained lines are not counted again');
+});
