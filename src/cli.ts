@@ -1,29 +1,29 @@
 #!/usr/bin/env node
 // Entry point: parses the command line and wires the real I/O (execa, files, node-cron, winston,
 // signals) into the pure core. Exit codes: 0 ok, 1 failed, 2 bad config or usage.
-import { runSignals } from './signals.js';  // first: queues SIGHUP/SIGTERM while the rest loads
+import { runSignals } from './cli/signals.js';  // first: queues SIGHUP/SIGTERM while the rest loads
 import { readFile, mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
 import { execa } from 'execa';
 import cron from 'node-cron';
-import { type Config, DEFAULT_CONFIG_PATH, parseConfigText } from './config.js';
-import { controlPath, requestControl } from './control.js';
-import { Controller, type RefreshReport } from './controller.js';
-import { startDaemon } from './daemon.js';
-import { ApnsProxyError, ConfigError, errorMessage } from './errors.js';
-import { createLogger, type Logger } from './log.js';
-import { desiredElements, desiredMapping } from './mapping.js';
+import { type Config, DEFAULT_CONFIG_PATH, parseConfigText } from './core/config.js';
+import { controlPath, requestControl } from './ops/control.js';
+import { Controller, type RefreshReport } from './sync/controller.js';
+import { startDaemon } from './ops/daemon.js';
+import { ApnsProxyError, ConfigError, errorMessage } from './core/errors.js';
+import { createLogger, type Logger } from './core/log.js';
+import { desiredElements, desiredMapping } from './sync/mapping.js';
 import { renderFlush, renderFullSync, renderRuleset } from './nft/render.js';
 import { createNftRunner, type NftRunner } from './nft/runner.js';
-import { createResolver, type Resolver } from './resolver.js';
+import { createResolver, type Resolver } from './dns/client/resolver.js';
 import { loadRelayAddon } from './fallback/relay/index.js';
 import { createPolicyRouting, type PolicyRouting } from './fallback/routing.js';
-import { createStateStore } from './state.js';
-import { formatStatus, statusRows } from './status.js';
-import { systemTool } from './tools.js';
-import { formatFindings, runDoctor } from './doctor.js';
-import { realPreflightProbes, realProbes } from './doctor-probes.js';
-import { formatProblem, preflight, type PreflightOptions, type Problem } from './preflight.js';
+import { createStateStore } from './sync/state.js';
+import { formatStatus, statusRows } from './ops/status.js';
+import { systemTool } from './core/tools.js';
+import { formatFindings, runDoctor } from './ops/doctor.js';
+import { realPreflightProbes, realProbes } from './ops/doctor-probes.js';
+import { formatProblem, preflight, type PreflightOptions, type Problem } from './ops/preflight.js';
 
 const USAGE = `usage: apns-proxy <command> [--config PATH]
 
@@ -42,7 +42,6 @@ options:
   -h, --help      this text
 `;
 
-const TEMPLATE_URL = new URL('../../nft/apns-proxy.nft', import.meta.url);
 
 async function loadConfig(path: string): Promise<Config> {
   let text: string;
@@ -118,7 +117,6 @@ async function main(argv: string[]): Promise<number> {
   const configPath = values.config ?? DEFAULT_CONFIG_PATH;
   if (command === 'doctor') return doctor(configPath, values.devices);
   const config = await loadConfig(configPath);
-  const template = await readFile(TEMPLATE_URL, 'utf8');
   const logger = createLogger(config.log.level, config.log.format);
 
   switch (command) {
@@ -127,7 +125,7 @@ async function main(argv: string[]): Promise<number> {
       const state = await createStateStore(config.stateDir).load().catch(() => null);
       const previous = new Map((state?.couriers ?? []).map((c) => [c.n, c]));
       const { snapshot } = desiredMapping({ config, previous, now: Date.now() });
-      const { text } = renderRuleset(template, config);
+      const { text } = renderRuleset(config);
       process.stdout.write(renderFullSync(text, config.nft.table, desiredElements(snapshot)));
       return 0;
     }
@@ -139,7 +137,7 @@ async function main(argv: string[]): Promise<number> {
       if (!report) {
         await mkdir(config.stateDir, { recursive: true });
         const controller = new Controller({
-          config, template, logger, nft: realNft(), routing: realRouting(), store: createStateStore(config.stateDir),
+          config, logger, nft: realNft(), routing: realRouting(), store: createStateStore(config.stateDir),
           clock: Date.now, makeResolver: resolverFactory(logger),
         });
         await controller.loadState();
@@ -185,7 +183,7 @@ async function main(argv: string[]): Promise<number> {
       await mkdir(config.stateDir, { recursive: true }).catch((err: unknown) => logger.error(`stateDir ${config.stateDir}: ${errorMessage(err)}`));
       let running = config;
       const daemon = await startDaemon({
-        config, template, logger,
+        config, logger,
         nft: realNft(),
         routing: realRouting(),
         loadNative: () => loadRelayAddon(),

@@ -2,11 +2,11 @@
 // → reply bytes | forward upstream | drop. Courier replies are precomputed per snapshot; a query
 // only costs a header/question scan, one Map lookup and a copy with ID, flags and question patched.
 import dnsPacket from 'dns-packet';
-import type { Config } from '../config.js';
-import { courierName, courierNumbers, vipFor } from '../couriers.js';
-import type { Snapshot } from '../mapping.js';
-import { parseIPv4 } from '../net.js';
-import { EDNS_UDP_SIZE } from '../upstream.js';
+import type { Config } from '../core/config.js';
+import { courierName, courierNumbers, vipFor } from '../core/couriers.js';
+import type { Snapshot } from '../sync/mapping.js';
+import { parseIPv4 } from '../core/net.js';
+import { EDNS_UDP_SIZE } from './client/exchange.js';
 import {
   CLASS_ANY, CLASS_IN, EXT_RCODE_BADVERS_HIGH, FLAG2_AA, FLAG2_OPCODE, FLAG2_QR, FLAG2_RD, FLAG2_TC, FLAG3_CD,
   FLAG3_RA, FLAG3_RCODE, HEADER_SIZE, RCODE, TYPE_A, TYPE_SOA, nameText, nameWire, optRecord,

@@ -3,9 +3,9 @@
 // that matches the question; this module adds failover, the in-flight bound and SERVFAIL.
 import { setMaxListeners } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { ApnsProxyError, show } from '../errors.js';
-import { formatHostPort, type HostPort } from '../net.js';
-import { exchange as realExchange } from '../upstream.js';
+import { ApnsProxyError, show } from '../core/errors.js';
+import { formatHostPort, type HostPort } from '../core/net.js';
+import { exchange as realExchange } from './client/exchange.js';
 import { type ForwardQuery, relayReply, servfail } from './answer.js';
 
 export interface ForwardEvent {

@@ -7,12 +7,12 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { constants as osConstants } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import type { Config } from '../config.js';
-import { ApnsProxyError, errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
-import type { Snapshot } from '../mapping.js';
-import { formatHostPort, type HostPort } from '../net.js';
-import { FrameReader, exchange as realExchange, frameMessage } from '../upstream.js';
+import type { Config } from '../core/config.js';
+import { ApnsProxyError, errorMessage } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import type { Generation, Snapshot } from '../sync/mapping.js';
+import { formatHostPort, type HostPort } from '../core/net.js';
+import { FrameReader, exchange as realExchange, frameMessage } from './client/exchange.js';
 import { ClientAcl } from './acl.js';
 import { type Decision, type Outcome, type Responder, type Transport, answerQuery, buildResponder, rcodeOf } from './answer.js';
 import { type Forwarder, createForwarder } from './forward.js';
@@ -73,7 +73,7 @@ export interface DnsStats {
 export interface DnsServer {
   readonly endpoints: readonly DnsEndpoint[];
   /** Adopts a new snapshot and configuration (dns.listen changes need a restart). */
-  update(config: Config, snapshot: Snapshot | undefined): void;
+  update(generation: Generation): void;
   stats(): DnsStats;
   close(): Promise<void>;
 }
@@ -448,7 +448,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
 
   return {
     endpoints,
-    update(config, snapshot) {
+    update({ config, snapshot }) {
       if (closed) return;  // e.g. a snapshot published while the daemon stops: nothing serves any more
       const listenChanged = JSON.stringify(config.dns.listen) !== JSON.stringify(state.config.dns.listen);
       if (listenChanged && !opts.listen) logger.warn(`dns: dns.listen changes take effect on restart (still serving on ${JSON.stringify(boundListen.map(formatHostPort))})`);

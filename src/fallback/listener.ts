@@ -5,12 +5,12 @@ import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
-import type { Config } from '../config.js';
-import { courierForVip } from '../couriers.js';
-import { errorMessage } from '../errors.js';
-import type { Logger } from '../log.js';
-import type { Snapshot } from '../mapping.js';
-import type { Resolution } from '../resolver.js';
+import type { Config } from '../core/config.js';
+import { courierForVip } from '../core/couriers.js';
+import { errorMessage } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import type { Generation } from '../sync/mapping.js';
+import type { Resolution } from '../dns/client/resolver.js';
 import { LogLimiter } from '../dns/limits.js';
 import type { Relay, RelayAddon, RelayCloseEvent } from './relay/index.js';
 import { planTargets } from './plan.js';
@@ -19,7 +19,8 @@ export interface FallbackDeps {
   readonly config: Config;
   readonly native: RelayAddon;
   readonly resolveNow: (n: number, timeoutMs: number) => Promise<Resolution>;
-  readonly getSnapshot: () => Snapshot | undefined;
+  /** The generation the kernel accepted last: its snapshot's last-known-good backs a failed lookup. */
+  readonly generation: () => Generation | undefined;
   /** A courier resolved at connect time: the kernel path should take over its next connections. */
   readonly onResolved: (n: number) => void;
   readonly logger: Logger;
@@ -38,7 +39,8 @@ export interface FallbackStats { readonly active: number; readonly total: number
 export interface Fallback {
   readonly address: net.AddressInfo;
   stats(): FallbackStats;
-  updateConfig(config: Config): void;
+  /** A new generation was published: adopts its configuration (the relay's idle timeout included). */
+  update(generation: Generation): void;
   close(): Promise<void>;
 }
 
@@ -122,7 +124,7 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
       const n = courierForVip(config, dst.address);
       if (n === undefined || !config.ports.includes(dst.port)) return reject(client, id, `${dst.address}:${dst.port} from ${from} is not a courier VIP`);
       const resolution = await deps.resolveNow(n, config.fallback.resolveTimeoutMs);
-      const plan = planTargets(resolution, deps.getSnapshot()?.couriers.get(n), config.allowedUpstreamNets, randomInt(0, 1 << 30));
+      const plan = planTargets(resolution, deps.generation()?.snapshot.couriers.get(n), config.allowedUpstreamNets, randomInt(0, 1 << 30));
       if (!plan.ok) return reject(client, id, `courier ${n}: ${plan.reason}`);
       if (plan.source === 'resolved') deps.onResolved(n);
       let courier: net.Socket | undefined;
@@ -164,7 +166,7 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
       const r = relay.stats();
       return { active: pending + r.active, total, failed, relayed: r.total };
     },
-    updateConfig(next) {
+    update({ config: next }) {
       if (next.fallback.idleTimeoutSeconds !== config.fallback.idleTimeoutSeconds) relay.setIdleTimeout(next.fallback.idleTimeoutSeconds * 1000);
       config = next;
     },

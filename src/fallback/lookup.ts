@@ -1,6 +1,6 @@
 // At-connect lookups for the fallback: concurrent connections to one courier share one query,
 // and an answer is reused briefly, so a burst of misses costs one DNS query, not one per client.
-import type { Resolution } from '../resolver.js';
+import type { Resolution } from '../dns/client/resolver.js';
 
 export const REUSE_MS = 1000;
 

@@ -1,9 +1,9 @@
 // Where a fallback connection should go (pure): the courier's fresh addresses when resolution
 // worked now, else its last-known-good; only addresses inside allowedUpstreamNets, ever.
-import type { Cidr4 } from '../net.js';
-import { inAnyCidr, sortUniqueIPv4 } from '../net.js';
-import type { CourierView } from '../mapping.js';
-import type { Resolution } from '../resolver.js';
+import type { Cidr4 } from '../core/net.js';
+import { inAnyCidr, sortUniqueIPv4 } from '../core/net.js';
+import type { CourierView } from '../sync/mapping.js';
+import type { Resolution } from '../dns/client/resolver.js';
 
 export type Plan =
   | { readonly ok: true; readonly addresses: readonly string[]; readonly source: 'resolved' | 'last-known-good' }

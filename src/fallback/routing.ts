@@ -2,7 +2,7 @@
 // (ip rule fwmark MARK lookup TABLE; ip route local 0.0.0.0/0 dev lo table TABLE). Idempotent, and
 // never takes over what is not ours: a table with other routes, or our fwmark sent to another
 // table, is refused (E_NOT_OURS) instead of replaced; remove() deletes only our exact rule and route.
-import { ApnsProxyError } from '../errors.js';
+import { ApnsProxyError } from '../core/errors.js';
 
 export type IpExec = (args: string[]) => Promise<{ stdout: string; stderr: string; exitCode: number }>;
 

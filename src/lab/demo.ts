@@ -23,8 +23,9 @@ import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { type Lab, type LabProcess, type Scenario, createLab, distPath, fixturePath, nodeBin, repoRoot } from '../../test/helpers/lab.js';
 import { parseMapJson } from '../nft/runner.js';
-import { systemTool } from '../tools.js';
+import { systemTool } from '../core/tools.js';
 import { alive, ensureRegistry, labDown, listKept, removeKept, writeKept } from './kept.js';
+import { addressByKey } from '../nft/elements.js';
 
 const USAGE = `usage: npm run lab [-- [--check] [--keep]]   build the lab, show the path, clean up
        npm run lab -- down                       remove a lab left up with --keep
@@ -151,7 +152,7 @@ const aRecords = (r: DigResult): string[] => r.answers.filter((a) => a.type === 
 
 async function mapElements(ctx: Ctx): Promise<Map<string, string> | null> {
   const r = await ctx.lab.exec(ctx.lab.ns.router, 'nft', ['-j', 'list', 'map', 'inet', 'apns_proxy', 'couriers4'], { reject: false });
-  return r.exitCode === 0 ? new Map(parseMapJson(r.stdout).elements) : null;
+  return r.exitCode === 0 ? addressByKey(parseMapJson(r.stdout).elements) : null;
 }
 
 const vip = (n: number): string => `${PREFIX}.${n}`;

@@ -8,7 +8,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, w
 import path from 'node:path';
 import { execa } from 'execa';
 import { sweepStaleLabs } from '../../test/helpers/lab.js';
-import { systemTool } from '../tools.js';
+import { systemTool } from '../core/tools.js';
 
 export interface KeptLab {
   readonly base: string;

@@ -1,19 +1,19 @@
 // Renders nft scripts (pure): the static ruleset from the template, full syncs, element deltas.
 import { createHash } from 'node:crypto';
-import type { Config } from '../config.js';
-import { SLOTS } from '../mapping.js';
+import type { Config } from '../core/config.js';
+import { type ElementMap, type MapElement, SLOTS, elementKey, sortedElements } from './elements.js';
+import { rulesetTemplate } from './template.js';
+
+export type { ElementMap, MapElement } from './elements.js';
 
 export const MAP_NAME = 'couriers4';
 
 /** Every stamp renderRuleset writes starts with this: the mark that says a table is ours. */
 export const STAMP_PREFIX = 'apns-proxy ';
 
-/** Element key ("VIP . slot") → courier address. */
-export type ElementMap = ReadonlyMap<string, string>;
-
 export interface ElementDiff {
-  readonly remove: readonly string[];                         // keys to delete
-  readonly add: readonly (readonly [string, string])[];       // key, address
+  readonly remove: readonly MapElement[];  // as the kernel holds them now
+  readonly add: readonly MapElement[];
 }
 
 type RulesetConfig = Pick<Config, 'vipPrefix' | 'ports' | 'nft' | 'fallback'>;
@@ -22,7 +22,7 @@ type RulesetConfig = Pick<Config, 'vipPrefix' | 'ports' | 'nft' | 'fallback'>;
  * Fills the template. The map comment carries a stamp (hash of the rendered rules), so a later
  * process can tell from the live kernel whether the static part is exactly what it would write.
  */
-export function renderRuleset(template: string, config: RulesetConfig): { text: string; stamp: string } {
+export function renderRuleset(config: RulesetConfig, template: string = rulesetTemplate()): { text: string; stamp: string } {
   const features: Record<string, boolean> = { masquerade: config.nft.masquerade, fallback: config.fallback.enabled };
   const values: Record<string, string> = {
     table: config.nft.table,
@@ -54,8 +54,9 @@ export function renderRuleset(template: string, config: RulesetConfig): { text: 
   return { text: `${fill(body, { stamp })}\n`, stamp };
 }
 
-function elementList(entries: Iterable<readonly [string, string]>): string {
-  return [...entries].map(([k, v]) => `${k} : ${v}`).join(', ');
+/** nft's spelling of elements: "VIP . slot : address" (keys only, for a delete). */
+function elementList(elements: readonly MapElement[], withValues = true): string {
+  return elements.map((e) => `${e.vip} . ${e.slot}${withValues ? ` : ${e.address}` : ''}`).join(', ');
 }
 
 /**
@@ -66,14 +67,14 @@ export function renderFullSync(ruleset: string, table: string, elements: Element
   const out: string[] = [];
   for (const old of dropTables) out.push(`add table inet ${old}`, `delete table inet ${old}`);
   out.push(`add table inet ${table}`, `delete table inet ${table}`, ruleset.trimEnd());
-  if (elements.size > 0) out.push(`add element inet ${table} ${MAP_NAME} { ${elementList(sortedEntries(elements))} }`);
+  if (elements.size > 0) out.push(`add element inet ${table} ${MAP_NAME} { ${elementList(sortedElements(elements.values()))} }`);
   return `${out.join('\n')}\n`;
 }
 
 /** Steady state: only the elements that changed. Empty string when nothing did. */
 export function renderDelta(table: string, diff: ElementDiff): string {
   const out: string[] = [];
-  if (diff.remove.length > 0) out.push(`delete element inet ${table} ${MAP_NAME} { ${diff.remove.join(', ')} }`);
+  if (diff.remove.length > 0) out.push(`delete element inet ${table} ${MAP_NAME} { ${elementList(diff.remove, false)} }`);
   if (diff.add.length > 0) out.push(`add element inet ${table} ${MAP_NAME} { ${elementList(diff.add)} }`);
   return out.length ? `${out.join('\n')}\n` : '';
 }
@@ -83,25 +84,11 @@ export function renderFlush(table: string): string {
   return `add table inet ${table}\ndelete table inet ${table}\n`;
 }
 
-/** Keys whose value changed are deleted and re-added (nft has no in-place replace for map data). */
+/** Elements whose address changed are deleted and re-added (nft has no in-place replace for map data). */
 export function diffElements(applied: ElementMap, desired: ElementMap): ElementDiff {
-  const remove: string[] = [];
-  const add: [string, string][] = [];
-  for (const [key, value] of sortedEntries(applied)) {
-    const want = desired.get(key);
-    if (want !== value) remove.push(key);
-  }
-  for (const [key, value] of sortedEntries(desired)) {
-    if (applied.get(key) !== value) add.push([key, value]);
-  }
+  const remove = sortedElements([...applied].filter(([key, e]) => desired.get(key)?.address !== e.address).map(([, e]) => e));
+  const add = sortedElements([...desired].filter(([key, e]) => applied.get(key)?.address !== e.address).map(([, e]) => e));
   return { remove, add };
 }
 
-/** Stable order (by VIP, then slot) so scripts and golden files are deterministic. */
-function sortedEntries(map: ElementMap): [string, string][] {
-  const order = (key: string) => {
-    const [vip, slot] = key.split(' . ') as [string, string];
-    return vip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0) * 1024 + Number(slot);
-  };
-  return [...map.entries()].sort((a, b) => order(a[0]) - order(b[0]));
-}
+export { elementKey };

@@ -1,11 +1,12 @@
 // The one place that talks to nft: scripts go in on stdin (`nft -f -`, one atomic transaction).
-import { ApnsProxyError } from '../errors.js';
+import { ApnsProxyError } from '../core/errors.js';
+import { type ElementMap, type MapElement, elementMap } from './elements.js';
 import { MAP_NAME, STAMP_PREFIX } from './render.js';
 
 /** What is in the kernel for our table: null when the table or map does not exist. */
 export interface LiveMap {
   readonly stamp: string | null;                  // the map comment written by renderRuleset
-  readonly elements: ReadonlyMap<string, string>;  // "VIP . slot" → address
+  readonly elements: ElementMap;
 }
 
 export interface NftRunner {
@@ -103,7 +104,7 @@ export function parseMapJson(text: string): LiveMap {
   }
   const map = doc.nftables?.find((o) => o.map)?.map;
   if (!map) throw new ApnsProxyError('E_NFT', 'nft JSON output has no map object');
-  const elements = new Map<string, string>();
+  const elements: MapElement[] = [];
   for (const e of map.elem ?? []) {
     // Each element is [ {concat: [vip, slot]}, address ].
     const pair = e as [{ concat?: [string, number] }, string];
@@ -111,7 +112,7 @@ export function parseMapJson(text: string): LiveMap {
     if (!Array.isArray(concat) || typeof pair[1] !== 'string') {
       throw new ApnsProxyError('E_NFT', `unexpected element in nft JSON: ${JSON.stringify(e).slice(0, 80)}`);
     }
-    elements.set(`${concat[0]} . ${concat[1]}`, pair[1]);
+    elements.push({ vip: String(concat[0]), slot: Number(concat[1]), address: pair[1] });
   }
-  return { stamp: map.comment ?? null, elements };
+  return { stamp: map.comment ?? null, elements: elementMap(elements) };
 }

@@ -6,6 +6,7 @@ import type { ExecutionContext } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';
 import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../helpers/lab.js';
 import type { Scenario } from '../fixtures/fake-apple.js';
+import { addressByKey } from '../../src/nft/elements.js';
 
 export const CLI = distPath('src/cli.js');
 export const TOOL = distPath('test/faults/tools/netload.js');
@@ -74,7 +75,7 @@ export function cli(lab: Lab, config: string, args: string[], timeoutMs = 20_000
 export async function readMap(lab: Lab, table = 'apns_proxy'): Promise<Map<string, string> | null> {
   const r = await lab.exec(lab.ns.router, 'nft', ['-j', 'list', 'map', 'inet', table, 'couriers4'], { reject: false, timeoutMs: 10_000 });
   if (r.exitCode !== 0) return null;
-  return new Map(parseMapJson(r.stdout).elements);
+  return addressByKey(parseMapJson(r.stdout).elements);
 }
 
 /** Reads the map every intervalMs for durationMs (bounded); returns every sample (null = no map). */

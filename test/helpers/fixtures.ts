@@ -1,7 +1,7 @@
 // Shared unit-test fixtures: a config in the test address plan, a fake clock, canned resolutions.
 import { readFileSync } from 'node:fs';
-import { type Config, parseConfig } from '../../src/config.js';
-import type { Resolution, Resolver } from '../../src/resolver.js';
+import { type Config, parseConfig } from '../../src/core/config.js';
+import type { Resolution, Resolver } from '../../src/dns/client/resolver.js';
 
 export const REPO = new URL('../../../', import.meta.url);
 

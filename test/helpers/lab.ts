@@ -25,7 +25,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execa } from 'execa';
 import type { Scenario } from '../fixtures/fake-apple.js';
-import { systemTool } from '../../src/tools.js';
+import { systemTool } from '../../src/core/tools.js';
 
 const IP = systemTool('ip');
 const NFT = systemTool('nft');

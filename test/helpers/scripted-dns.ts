@@ -3,8 +3,8 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import type { HostPort } from '../../src/net.js';
-import { FrameReader, frameMessage } from '../../src/upstream.js';
+import type { HostPort } from '../../src/core/net.js';
+import { FrameReader, frameMessage } from '../../src/dns/client/exchange.js';
 
 export type Transport = 'udp' | 'tcp';
 

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';
 import { type Lab, createLab, nodeBin, repoRoot, writeLabConfig } from '../helpers/lab.js';
+import { addressByKey } from '../../src/nft/elements.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string; stateDir: string }>;
 const CLI = join(repoRoot(), 'dist/src/cli.js');
@@ -38,7 +39,7 @@ async function cli(t: { context: { lab: Lab; config: string } }, ...args: string
 
 async function liveMap(lab: Lab) {
   const r = await lab.exec(lab.ns.router, 'nft', ['-j', 'list', 'map', 'inet', 'apns_proxy', 'couriers4'], { reject: false });
-  return r.exitCode === 0 ? parseMapJson(r.stdout).elements : null;
+  return r.exitCode === 0 ? addressByKey(parseMapJson(r.stdout).elements) : null;
 }
 
 function vipsIn(elements: ReadonlyMap<string, string>): Set<number> {

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { execa } from 'execa';
-import { DEFAULTS, parseConfig, parseConfigText } from '../../src/config.js';
+import { DEFAULTS, parseConfig, parseConfigText } from '../../src/core/config.js';
 import { type Lab, createLab, distPath, nodeBin, repoRoot } from '../helpers/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; tmp: string }>;

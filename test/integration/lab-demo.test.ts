@@ -8,7 +8,7 @@ import path from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { execa } from 'execa';
 import { repoRoot } from '../helpers/lab.js';
-import { systemTool } from '../../src/tools.js';
+import { systemTool } from '../../src/core/tools.js';
 
 const test = anyTest as TestFn<{ registry: string }>;
 const IP = systemTool('ip');

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { readFileSync } from 'node:fs';
-import { ConfigError } from '../../src/errors.js';
-import { DEFAULTS, parseConfig, parseConfigText } from '../../src/config.js';
+import { ConfigError } from '../../src/core/errors.js';
+import { DEFAULTS, parseConfig, parseConfigText } from '../../src/core/config.js';
 
 test('defaults fill every key of the contract', (t) => {
   const c = parseConfig({});

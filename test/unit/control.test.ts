@@ -2,7 +2,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { CONTROL_SOCKET_MODE, acquireLock, requestControl, serveControl } from '../../src/control.js';
+import { CONTROL_SOCKET_MODE, acquireLock, requestControl, serveControl } from '../../src/ops/control.js';
 
 async function tempDir(t: { teardown(fn: () => Promise<void>): void }): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'apx-control-'));

@@ -1,11 +1,11 @@
 import test from 'ava';
-import { Controller, FULL_SYNC_INTERVAL_MS, ranges } from '../../src/controller.js';
-import type { Config } from '../../src/config.js';
-import { memoryLogger } from '../../src/log.js';
-import type { Snapshot } from '../../src/mapping.js';
-import { FakeNft } from '../../src/nft/fake.js';
+import { Controller, FULL_SYNC_INTERVAL_MS, ranges } from '../../src/sync/controller.js';
+import type { Config } from '../../src/core/config.js';
+import { memoryLogger } from '../../src/core/log.js';
+import type { Snapshot } from '../../src/sync/mapping.js';
+import { FakeNft } from '../helpers/fake-nft.js';
 import { renderFullSync, renderRuleset } from '../../src/nft/render.js';
-import type { StateFile, StateStore } from '../../src/state.js';
+import type { StateFile, StateStore } from '../../src/sync/state.js';
 import { FakeClock, ScriptedResolver, fail, nx, ok, TEMPLATE, testConfig } from '../helpers/fixtures.js';
 
 class MemoryStore implements StateStore {
@@ -29,7 +29,7 @@ function setup(config: Config = testConfig({ couriers: { first: 1, last: 3 } }))
   resolver.answers.set(1, ok(['203.0.113.10', '203.0.113.11']));
   resolver.answers.set(2, ok(['203.0.113.12']));
   resolver.answers.set(3, nx);
-  const make = () => new Controller({ config, template: TEMPLATE, nft, makeResolver: () => resolver, store, clock: clock.now, logger });
+  const make = () => new Controller({ config, nft, makeResolver: () => resolver, store, clock: clock.now, logger });
   return { nft, clock, resolver, store, logger, make, controller: make() };
 }
 
@@ -75,7 +75,7 @@ test('a failed transaction leaves the kernel untouched, publishes nothing, and f
   await controller.refresh();
   const before = structuredClone(elements(nft));
   const published: Snapshot[] = [];
-  controller.onSnapshot((s) => published.push(s));
+  controller.onGeneration((g) => published.push(g.snapshot));
   const savesBefore = store.saves;
 
   resolver.answers.set(1, ok(['203.0.113.30']));
@@ -131,7 +131,7 @@ test('daemon start programs last-known-good from state before resolving (full sy
   // A new process: empty kernel, the state file from before, upstream silent.
   const nft = new FakeNft();
   const resolver = new ScriptedResolver();
-  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft, makeResolver: () => resolver, store, clock: first.clock.now, logger: memoryLogger() });
+  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), nft, makeResolver: () => resolver, store, clock: first.clock.now, logger: memoryLogger() });
   const r = await controller.programFromState();
   t.is(r.sync, 'full');
   t.is(resolver.calls, 0);
@@ -240,7 +240,7 @@ class FakeRouting {
 function withRouting(config: Config) {
   const base = setup(config);
   const routing = new FakeRouting();
-  const controller = new Controller({ config, template: TEMPLATE, nft: base.nft, makeResolver: () => base.resolver, store: base.store, clock: base.clock.now, logger: base.logger, routing });
+  const controller = new Controller({ config, nft: base.nft, makeResolver: () => base.resolver, store: base.store, clock: base.clock.now, logger: base.logger, routing });
   return { ...base, routing, controller };
 }
 
@@ -283,7 +283,7 @@ test('a table removed or re-created behind our back (firewall reload) is rewritt
   t.true(logger.lines.some((l) => l === 'warn: refresh: table inet apns_proxy was removed behind our back; full sync repairs it'));
   t.is((await controller.refresh()).sync, 'none', 'steady again once rewritten');
   // re-created from a saved copy of our ruleset (our stamp, no elements): ours, rewritten
-  await nft.apply(renderFullSync(renderRuleset(TEMPLATE, testConfig({ couriers: { first: 1, last: 3 } })).text, 'apns_proxy', new Map()));
+  await nft.apply(renderFullSync(renderRuleset(testConfig({ couriers: { first: 1, last: 3 } }), TEMPLATE).text, 'apns_proxy', new Map()));
   t.is((await controller.refresh()).sync, 'full');
   t.is(Object.keys(elements(nft)).length, 16);
   // re-created by somebody else (no stamp): not ours, never replaced
@@ -320,7 +320,7 @@ test('an unusable state file at start: the live map is adopted, never wiped, the
   const resolver = new ScriptedResolver();
   resolver.fallbackAnswer = fail();  // upstream down
   const logger = memoryLogger();
-  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft, makeResolver: () => resolver, store, clock: clock.now, logger });
+  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), nft, makeResolver: () => resolver, store, clock: clock.now, logger });
   const r = await controller.programFromState();
   t.is(r.kernel, 'applied');
   t.deepEqual(elements(nft), before, 'the kernel keeps every element');
@@ -335,7 +335,7 @@ test('an unusable state file at start: the live map is adopted, never wiped, the
 
 test('no state file and a live map of ours: adopted; a live map that is not ours is ignored', async (t) => {
   const { nft, clock } = await previousRun();
-  const fresh = () => new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft, makeResolver: () => new ScriptedResolver(), store: new MemoryStore(), clock: clock.now, logger: memoryLogger() });
+  const fresh = () => new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), nft, makeResolver: () => new ScriptedResolver(), store: new MemoryStore(), clock: clock.now, logger: memoryLogger() });
   await fresh().programFromState();
   t.is(Object.keys(elements(nft)).length, 16);
   nft.tables.get('apns_proxy')!.stamp = 'made by hand';
@@ -347,7 +347,7 @@ test('a state file is never overwritten by a snapshot that knows less than it', 
   const savedBefore = structuredClone(store.saved);
   const logger = memoryLogger();
   // the records were lost (simulated): a controller that never loaded them must not replace the file
-  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft: new FakeNft(), makeResolver: () => { const r = new ScriptedResolver(); r.fallbackAnswer = fail(); return r; }, store, clock: clock.now, logger });
+  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), nft: new FakeNft(), makeResolver: () => { const r = new ScriptedResolver(); r.fallbackAnswer = fail(); return r; }, store, clock: clock.now, logger });
   (controller as unknown as { persisted: Map<number, unknown> }).persisted = new Map(savedBefore!.couriers.map((c) => [c.n, c]));
   await controller.refresh();
   t.deepEqual(store.saved, savedBefore);
@@ -358,7 +358,7 @@ test('a read-only or full state dir at start: the kernel is programmed, the star
   const { store, clock } = await previousRun();
   store.failSave = true;
   const nft = new FakeNft();  // a reboot: empty kernel, the state file readable but not writable
-  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), template: TEMPLATE, nft, makeResolver: () => new ScriptedResolver(), store, clock: clock.now, logger: memoryLogger() });
+  const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), nft, makeResolver: () => new ScriptedResolver(), store, clock: clock.now, logger: memoryLogger() });
   const r = await controller.programFromState();
   t.is(r.kernel, 'applied');
   t.is(r.stateError, 'disk full');
@@ -376,7 +376,7 @@ test('last-known-good from any origin passes the current allow-list (state file,
   const resolver = new ScriptedResolver();
   resolver.fallbackAnswer = fail();
   const logger = memoryLogger();
-  const controller = new Controller({ config, template: TEMPLATE, nft, makeResolver: () => resolver, store, clock: clock.now, logger });
+  const controller = new Controller({ config, nft, makeResolver: () => resolver, store, clock: clock.now, logger });
   await controller.programFromState();
   t.deepEqual([...new Set(Object.values(elements(nft)))].sort(), ['203.0.113.10', '203.0.113.200']);
   t.true(logger.lines.some((l) => l === 'warn: courier 2: dropped last-known-good 127.0.0.1,198.18.100.7 (outside allowedUpstreamNets)'));
@@ -423,7 +423,7 @@ test('a foreign table of our name is never replaced or deleted: at start, on a s
   const config = testConfig({ couriers: { first: 1, last: 3 }, nft: { table: 'filter' } });
   const resolver = new ScriptedResolver();
   resolver.answers.set(1, ok(['203.0.113.10']));
-  const controller = new Controller({ config, template: TEMPLATE, nft, makeResolver: () => resolver, store: new MemoryStore(), clock: new FakeClock().now, logger: memoryLogger() });
+  const controller = new Controller({ config, nft, makeResolver: () => resolver, store: new MemoryStore(), clock: new FakeClock().now, logger: memoryLogger() });
   const err = await t.throwsAsync(controller.programFromState());
   t.is((err as { code?: string }).code, 'E_NOT_OURS');
   t.is(nft.scripts.length, 0, 'no transaction at all');

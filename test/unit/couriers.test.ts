@@ -1,5 +1,5 @@
 import test from 'ava';
-import { courierForVip, courierMatcher, courierName, courierNumbers, vipFor } from '../../src/couriers.js';
+import { courierForVip, courierMatcher, courierName, courierNumbers, vipFor } from '../../src/core/couriers.js';
 import { testConfig } from '../helpers/fixtures.js';
 
 const config = testConfig();

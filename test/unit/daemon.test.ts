@@ -3,11 +3,11 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { startDaemon, type DaemonDeps } from '../../src/daemon.js';
-import { memoryLogger } from '../../src/log.js';
-import { FakeNft } from '../../src/nft/fake.js';
-import { createStateStore } from '../../src/state.js';
-import { FakeClock, ScriptedResolver, TEMPLATE, ok, testConfig } from '../helpers/fixtures.js';
+import { startDaemon, type DaemonDeps } from '../../src/ops/daemon.js';
+import { memoryLogger } from '../../src/core/log.js';
+import { FakeNft } from '../helpers/fake-nft.js';
+import { createStateStore } from '../../src/sync/state.js';
+import { FakeClock, ScriptedResolver, ok, testConfig } from '../helpers/fixtures.js';
 
 async function deps(t: { teardown(fn: () => Promise<void>): void }, over: Partial<DaemonDeps> = {}): Promise<DaemonDeps> {
   const dir = await mkdtemp(join(tmpdir(), 'apx-daemon-'));
@@ -19,7 +19,7 @@ async function deps(t: { teardown(fn: () => Promise<void>): void }, over: Partia
   const resolver = new ScriptedResolver();
   resolver.answers.set(1, ok(['203.0.113.10']));
   return {
-    config, template: TEMPLATE, nft: new FakeNft(), makeResolver: () => resolver, store: createStateStore(dir),
+    config, nft: new FakeNft(), makeResolver: () => resolver, store: createStateStore(dir),
     clock: new FakeClock().now, logger: memoryLogger(), schedule: () => ({ stop: () => undefined }),
     loadConfig: async () => config, loadNative: () => { throw new Error('not needed with the fallback off'); },
     ...over,

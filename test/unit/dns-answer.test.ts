@@ -1,12 +1,12 @@
 // The pure answer logic (DESIGN §4, issue 3): every case as a table row, decoded with dns-packet.
 import test from 'ava';
 import dnsPacket from 'dns-packet';
-import { courierMatcher } from '../../src/couriers.js';
+import { courierMatcher } from '../../src/core/couriers.js';
 import {
   type Decision, type ForwardQuery, answerQuery, buildResponder, relayReply, servfail, udpLimit,
 } from '../../src/dns/answer.js';
 import { nameHash } from '../../src/dns/wire.js';
-import { dnsNameProblem } from '../../src/upstream.js';
+import { dnsNameProblem } from '../../src/dns/client/exchange.js';
 import { ok, testConfig } from '../helpers/fixtures.js';
 import { COOKIE, type Decoded, decode, optBytes, optOf, query, testSnapshot, withAdditional } from './dns-util.js';
 

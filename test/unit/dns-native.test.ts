@@ -7,11 +7,11 @@ import test from 'ava';
 import dgram from 'node:dgram';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import type { Config } from '../../src/config.js';
+import type { Config } from '../../src/core/config.js';
 import { answerQuery, buildResponder, type Responder } from '../../src/dns/answer.js';
 import { encodeFastPathTable, type FastPath, type FastPathBinding, loadFastPath, openFastPath } from '../../src/dns/fastpath/index.js';
 import { type DnsServer, type DnsServerOptions, startDnsServer } from '../../src/dns/server.js';
-import { memoryLogger } from '../../src/log.js';
+import { memoryLogger } from '../../src/core/log.js';
 import { nx, ok, testConfig } from '../helpers/fixtures.js';
 import { startScriptedDns } from '../helpers/scripted-dns.js';
 import { COOKIE, decode, optBytes, query, tcpConnect, testSnapshot, udpAsk, withAdditional } from './dns-util.js';
@@ -343,7 +343,7 @@ test('live: update() swaps the native table: NXDOMAIN becomes PREFIX.N at once',
   const { server, port, config: cfg } = await liveServer(t);
   t.is(decode(await udpAsk(port, q('55-courier.push.apple.com'))).rcode, 'NXDOMAIN');
   const next = { ...cfg, dns: { ...cfg.dns, ttl: 7 } };
-  server.update(next, testSnapshot(next, { 55: ok(['203.0.113.30']), 5: nx }));
+  server.update({ config: next, snapshot: testSnapshot(next, { 55: ok(['203.0.113.30']), 5: nx }) });
   t.like(decode(await udpAsk(port, q('55-courier.push.apple.com'))).answers?.[0], { data: '198.18.100.55', ttl: 7 });
   t.is(decode(await udpAsk(port, q('5-courier.push.apple.com'))).rcode, 'NXDOMAIN');
   t.is(server.stats().fastPath, 3);
@@ -463,7 +463,7 @@ test('live: a table the addon refuses is logged; every UDP query then goes throu
 test('live: update() after close() is a no-op (the controller may publish while the daemon stops)', async (t) => {
   const { server, logger, config: cfg } = await liveServer(t);
   await server.close();
-  server.update(cfg, testSnapshot(cfg, { 5: nx }));
+  server.update({ config: cfg, snapshot: testSnapshot(cfg, { 5: nx }) });
   t.false(logger.lines.some((l) => l.startsWith('error:')), logger.lines.join('\n'));
 });
 

@@ -3,11 +3,11 @@
 import test from 'ava';
 import dgram from 'node:dgram';
 import net from 'node:net';
-import type { Config } from '../../src/config.js';
+import type { Config } from '../../src/core/config.js';
 import { type DnsServer, startDnsServer } from '../../src/dns/server.js';
-import { memoryLogger } from '../../src/log.js';
-import { ApnsProxyError } from '../../src/errors.js';
-import { FrameReader, frameMessage } from '../../src/upstream.js';
+import { memoryLogger } from '../../src/core/log.js';
+import { ApnsProxyError } from '../../src/core/errors.js';
+import { FrameReader, frameMessage } from '../../src/dns/client/exchange.js';
 import { FakeClock, nx, ok, testConfig } from '../helpers/fixtures.js';
 import { startScriptedDns, type ScriptedDns } from '../helpers/scripted-dns.js';
 import { type TcpClient, decode, query, tcpConnect, testSnapshot, udpAsk } from './dns-util.js';
@@ -216,7 +216,7 @@ test('update(): a new snapshot and config are served from then on', async (t) =>
   const { port, server, config } = await setup(t);
   t.is(decode(await udpAsk(port, query('55-courier.push.apple.com'))).rcode, 'NXDOMAIN');
   const next = { ...config, dns: { ...config.dns, ttl: 7 } };
-  server.update(next, testSnapshot(next, { 55: ok(['203.0.113.30']), 5: nx }));
+  server.update({ config: next, snapshot: testSnapshot(next, { 55: ok(['203.0.113.30']), 5: nx }) });
   t.like(decode(await udpAsk(port, query('55-courier.push.apple.com'))).answers?.[0], { data: '198.18.100.55', ttl: 7 });
   t.is(decode(await udpAsk(port, query('5-courier.push.apple.com'))).rcode, 'NXDOMAIN');
 });
@@ -225,7 +225,7 @@ test('update(): a new upstream list takes over forwarding', async (t) => {
   const { port, server, config } = await setup(t);
   const other = await startScriptedDns((q) => ({ answers: [{ type: 'A', name: q.name, ttl: 1, data: '198.51.100.99' }] }));
   t.teardown(() => other.close());
-  server.update({ ...config, upstreamDns: [other.hostPort] }, testSnapshot(config));
+  server.update({ config: { ...config, upstreamDns: [other.hostPort] }, snapshot: testSnapshot(config) });
   t.like(decode(await udpAsk(port, query('x.example.test'))).answers?.[0], { data: '198.51.100.99' });
 });
 
@@ -309,7 +309,7 @@ test('IPv6: listens on ::1 and judges IPv6 clients by IPv6 rules', async (t) => 
 
 test('update(): a snapshot it cannot adopt is logged and the previous one kept serving', async (t) => {
   const { port, server, config, logger } = await setup(t);
-  server.update({ ...config, dns: { ...config.dns, allowClients: ['not-a-cidr'] } }, testSnapshot(config));
+  server.update({ config: { ...config, dns: { ...config.dns, allowClients: ['not-a-cidr'] } }, snapshot: testSnapshot(config) });
   t.true(logger.lines.some((l) => /^error: dns: cannot adopt the new snapshot/.test(l)));
   t.like(decode(await udpAsk(port, query('5-courier.push.apple.com'))).answers?.[0], { data: '198.18.100.5' });
 });

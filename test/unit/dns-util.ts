@@ -3,10 +3,10 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import dnsPacket from 'dns-packet';
-import type { Config } from '../../src/config.js';
-import { desiredMapping, type Snapshot } from '../../src/mapping.js';
-import type { Resolution } from '../../src/resolver.js';
-import { FrameReader, frameMessage } from '../../src/upstream.js';
+import type { Config } from '../../src/core/config.js';
+import { desiredMapping, type Snapshot } from '../../src/sync/mapping.js';
+import type { Resolution } from '../../src/dns/client/resolver.js';
+import { FrameReader, frameMessage } from '../../src/dns/client/exchange.js';
 import { fail, nx, ok, testConfig } from '../helpers/fixtures.js';
 
 export type Decoded = dnsPacket.DecodedPacket & { rcode: string; opcode: string };

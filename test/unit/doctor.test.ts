@@ -1,7 +1,7 @@
 import test from 'ava';
-import { type DoctorProbes, type Finding, type Level, droppingForwardChains, formatFindings, runDoctor } from '../../src/doctor.js';
-import type { HostPort } from '../../src/net.js';
-import type { Resolution } from '../../src/resolver.js';
+import { type DoctorProbes, type Finding, type Level, droppingForwardChains, formatFindings, runDoctor } from '../../src/ops/doctor.js';
+import type { HostPort } from '../../src/core/net.js';
+import type { Resolution } from '../../src/dns/client/resolver.js';
 import { fail, ok, testConfig } from '../helpers/fixtures.js';
 
 const config = testConfig({ dns: { listen: ['192.0.2.1:53'] } });

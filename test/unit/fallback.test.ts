@@ -4,13 +4,13 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import test from 'ava';
-import type { Config } from '../../src/config.js';
-import { memoryLogger } from '../../src/log.js';
-import { desiredMapping } from '../../src/mapping.js';
+import type { Config } from '../../src/core/config.js';
+import { memoryLogger } from '../../src/core/log.js';
+import { desiredMapping } from '../../src/sync/mapping.js';
 import { DEFAULT_BACKLOG, type Fallback, listenBacklog, startFallback } from '../../src/fallback/listener.js';
 import { loadRelayAddon } from '../../src/fallback/relay/index.js';
 import { planTargets } from '../../src/fallback/plan.js';
-import type { Resolution } from '../../src/resolver.js';
+import type { Resolution } from '../../src/dns/client/resolver.js';
 import { FakeClock, fail, nx, ok, testConfig } from '../helpers/fixtures.js';
 
 const allowed = testConfig().allowedUpstreamNets;  // 203.0.113.0/24
@@ -55,7 +55,7 @@ async function fallback(cfg: Config, answer: (n: number) => Resolution, resolved
     config: cfg,
     native: loadRelayAddon(),
     resolveNow: async (n) => answer(n),
-    getSnapshot: () => undefined,
+    generation: () => undefined,
     onResolved: (n) => resolved.push(n),
     logger: memoryLogger(),
     listen: (server) => new Promise((r) => server.listen(0, '127.0.0.1', r)),
@@ -212,7 +212,7 @@ test('a reload with a shorter fallback.idleTimeoutSeconds applies to connections
     const done = readAll(s);
     await new Promise<void>((r) => s.once('data', () => r()));  // relayed: the courier's HELLO arrived
     const t0 = Date.now();
-    fb.updateConfig(loopConfig(c.port, { fallback: { idleTimeoutSeconds: 1 } }));
+    fb.update({ config: loopConfig(c.port, { fallback: { idleTimeoutSeconds: 1 } }), snapshot: { at: 0, couriers: new Map() } });
     const { data } = await done;
     const ms = Date.now() - t0;
     t.is(data.toString(), 'HELLO\n');
@@ -230,7 +230,7 @@ test('rejections are logged at most 10 per 10 s, then with the count of lines he
   const logger = memoryLogger();
   const cfg = loopConfig(5223);
   const fb = await startFallback({
-    config: cfg, native: loadRelayAddon(), resolveNow: async () => nx, getSnapshot: () => undefined, onResolved: () => undefined,
+    config: cfg, native: loadRelayAddon(), resolveNow: async () => nx, generation: () => undefined, onResolved: () => undefined,
     logger, clock: clock.now,
     listen: (server) => new Promise((r) => server.listen(0, '127.0.0.1', r)),
     originalDestination: () => ({ address: '198.18.100.7', port: 5223 }),
@@ -257,7 +257,7 @@ test('listen backlog: net.core.somaxconn, read at start through the injected rea
   const logger = memoryLogger();
   const backlogs: number[] = [];
   const fb = await startFallback({
-    config: loopConfig(5223), native: loadRelayAddon(), resolveNow: async () => nx, getSnapshot: () => undefined, onResolved: () => undefined,
+    config: loopConfig(5223), native: loadRelayAddon(), resolveNow: async () => nx, generation: () => undefined, onResolved: () => undefined,
     logger, readSomaxconn: () => '8192\n',
     listen: (server, _config, backlog) => {
       backlogs.push(backlog);

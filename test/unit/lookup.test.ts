@@ -1,6 +1,6 @@
 import test from 'ava';
 import { sharedLookup } from '../../src/fallback/lookup.js';
-import type { Resolution } from '../../src/resolver.js';
+import type { Resolution } from '../../src/dns/client/resolver.js';
 import { FakeClock, fail, ok } from '../helpers/fixtures.js';
 
 test('concurrent and recent lookups of one courier share one query; others and stale ones ask again', async (t) => {

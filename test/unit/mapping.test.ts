@@ -1,6 +1,7 @@
 import test from 'ava';
-import { type CourierRecord, SLOTS, desiredElements, desiredMapping, describeChanges } from '../../src/mapping.js';
-import type { Resolution } from '../../src/resolver.js';
+import { SLOTS, addressByKey } from '../../src/nft/elements.js';
+import { type CourierRecord, desiredElements, desiredMapping, describeChanges } from '../../src/sync/mapping.js';
+import type { Resolution } from '../../src/dns/client/resolver.js';
 import { FakeClock, fail, nx, ok, testConfig } from '../helpers/fixtures.js';
 
 const config = testConfig({ couriers: { first: 1, last: 3 }, refresh: { maxStaleSeconds: 600 } });
@@ -73,7 +74,7 @@ test('elements: 8 slots round-robin over sorted addresses; absent couriers have 
   const { snapshot } = run(new Map(), [[1, ok(['203.0.113.12', '203.0.113.10', '203.0.113.11'])], [2, nx]], clock.now());
   const el = desiredElements(snapshot);
   t.is(el.size, SLOTS);
-  t.deepEqual([...el], [
+  t.deepEqual([...addressByKey(el)], [
     ['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.11'], ['198.18.100.1 . 2', '203.0.113.12'],
     ['198.18.100.1 . 3', '203.0.113.10'], ['198.18.100.1 . 4', '203.0.113.11'], ['198.18.100.1 . 5', '203.0.113.12'],
     ['198.18.100.1 . 6', '203.0.113.10'], ['198.18.100.1 . 7', '203.0.113.11'],

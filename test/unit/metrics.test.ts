@@ -1,13 +1,14 @@
 import test from 'ava';
-import type { RefreshReport } from '../../src/controller.js';
-import { desiredMapping } from '../../src/mapping.js';
-import { Metrics } from '../../src/metrics.js';
+import type { RefreshReport } from '../../src/sync/controller.js';
+import { desiredMapping } from '../../src/sync/mapping.js';
+import { Metrics } from '../../src/ops/metrics.js';
 import { FakeClock, nx, ok, testConfig } from '../helpers/fixtures.js';
 
-const snapshot = desiredMapping({
-  config: testConfig({ couriers: { first: 1, last: 3 } }), previous: new Map(),
-  results: new Map([[1, ok(['203.0.113.10'])], [2, nx]]), now: 0,
-}).snapshot;
+const config = testConfig({ couriers: { first: 1, last: 3 } });
+const generation = {
+  config,
+  snapshot: desiredMapping({ config, previous: new Map(), results: new Map([[1, ok(['203.0.113.10'])], [2, nx]]), now: 0 }).snapshot,
+};
 
 const report = (over: Partial<RefreshReport> = {}): RefreshReport => ({
   ok: true, sync: 'full', kernel: 'applied', changes: [], elementsChanged: 8, counts: { fresh: 1, stale: 0, absent: 2 },
@@ -22,10 +23,10 @@ function value(text: string, line: string): number | undefined {
 test('refresh metrics: couriers by state, results, transactions, last success and duration', async (t) => {
   const clock = new FakeClock(1_700_000_000_000);
   const m = new Metrics({}, clock.now);
-  m.refreshed(report(), snapshot);
-  m.refreshed(report({ sync: 'none', kernel: 'unchanged' }), snapshot);
+  m.refreshed(report(), generation);
+  m.refreshed(report({ sync: 'none', kernel: 'unchanged' }), generation);
   clock.advance(5000);
-  m.refreshed(report({ ok: false, sync: 'delta', kernel: 'refused', error: 'nft rejected the transaction' }), snapshot);
+  m.refreshed(report({ ok: false, sync: 'delta', kernel: 'refused', error: 'nft rejected the transaction' }), generation);
   const text = await m.registry.metrics();
   t.is(value(text, 'apns_proxy_couriers{state="fresh"}'), 1);
   t.is(value(text, 'apns_proxy_couriers{state="absent"}'), 2);
@@ -66,11 +67,11 @@ test('health: down before the kernel is programmed, degraded on resolution troub
   const m = new Metrics();
   t.false(m.health().ok);
   t.is(m.health().body.status, 'down');
-  m.refreshed(report({ ok: false, kernel: 'unchanged', error: 'resolution failed for 2 courier(s)' }), snapshot);
+  m.refreshed(report({ ok: false, kernel: 'unchanged', error: 'resolution failed for 2 courier(s)' }), generation);
   t.true(m.health().ok);
   t.is(m.health().body.status, 'degraded');
   t.is(m.health().body.lastError, 'resolution failed for 2 courier(s)');
-  m.refreshed(report(), snapshot);
+  m.refreshed(report(), generation);
   t.deepEqual(m.health().body.couriers, { fresh: 1, stale: 0, absent: 2 });
   t.is(m.health().body.status, 'ok');
 });
@@ -78,19 +79,19 @@ test('health: down before the kernel is programmed, degraded on resolution troub
 test('start-up programming from state is not a successful refresh; a failed state write degrades health', async (t) => {
   const clock = new FakeClock(1_700_000_000_000);
   const m = new Metrics({}, clock.now);
-  m.refreshed(report({ resolved: false, sync: 'full' }), snapshot);  // programmed from state at start
+  m.refreshed(report({ resolved: false, sync: 'full' }), generation);  // programmed from state at start
   let text = await m.registry.metrics();
   t.is(value(text, 'apns_proxy_last_refresh_success_timestamp_seconds'), 0);
   t.is(m.health().body.lastSuccessfulRefresh, null);
   t.is(m.health().body.status, 'degraded', 'nothing resolved yet');
   t.true(m.health().ok, 'the kernel holds a map: 200');
-  m.refreshed(report({ ok: false, stateError: 'cannot write /var/lib/apns-proxy/state.json: ENOSPC', error: 'kernel programmed but ...' }), snapshot);
+  m.refreshed(report({ ok: false, stateError: 'cannot write /var/lib/apns-proxy/state.json: ENOSPC', error: 'kernel programmed but ...' }), generation);
   text = await m.registry.metrics();
   t.is(value(text, 'apns_proxy_state_write_failures_total'), 1);
   t.is(value(text, 'apns_proxy_state_writable'), 0);
   t.is(m.health().body.stateWritable, false);
   t.is(m.health().body.status, 'degraded');
-  m.refreshed(report(), snapshot);
+  m.refreshed(report(), generation);
   t.is(m.health().body.stateWritable, true);
   t.is(m.health().body.status, 'ok');
   t.is(value(await m.registry.metrics(), 'apns_proxy_state_writable'), 1);
@@ -99,9 +100,9 @@ test('start-up programming from state is not a successful refresh; a failed stat
 test('drift found by a cycle is counted and shown in health', async (t) => {
   const clock = new FakeClock(1_700_000_000_000);
   const m = new Metrics({}, clock.now);
-  m.refreshed(report(), snapshot);
+  m.refreshed(report(), generation);
   t.is(m.health().body.lastDrift, null);
-  m.refreshed(report({ drift: 'the kernel map differs from what was applied (16 missing, 0 changed, 0 foreign elements)' }), snapshot);
+  m.refreshed(report({ drift: 'the kernel map differs from what was applied (16 missing, 0 changed, 0 foreign elements)' }), generation);
   t.is(value(await m.registry.metrics(), 'apns_proxy_drift_total'), 1);
   t.is(m.health().body.lastDrift, new Date(1_700_000_000_000).toISOString());
 });

@@ -1,6 +1,6 @@
 // The preflight (src/preflight.ts) with fake probes: what `run`, `refresh` and `flush` refuse.
 import test from 'ava';
-import { type LocalAddress, type PreflightProbes, dnsLoopProblems, formatProblem, parseAddresses, preflight, vipPrefixProblems } from '../../src/preflight.js';
+import { type LocalAddress, type PreflightProbes, dnsLoopProblems, formatProblem, parseAddresses, preflight, vipPrefixProblems } from '../../src/ops/preflight.js';
 import { testConfig } from '../helpers/fixtures.js';
 
 const ROUTER: LocalAddress[] = [

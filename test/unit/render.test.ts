@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs';
 import test from 'ava';
-import { desiredElements, desiredMapping } from '../../src/mapping.js';
+import { desiredElements, desiredMapping } from '../../src/sync/mapping.js';
+import { elementsFromText } from '../../src/nft/elements.js';
 import { diffElements, renderDelta, renderFlush, renderFullSync, renderRuleset } from '../../src/nft/render.js';
 import { REPO, TEMPLATE, nx, ok, readRepoFile, testConfig } from '../helpers/fixtures.js';
 
@@ -18,34 +19,34 @@ function goldenElements() {
 // The golden file is the reviewed shape of what we send the kernel; regenerate with UPDATE_GOLDEN=1.
 test('full sync script matches the golden file', (t) => {
   const config = testConfig();
-  const { text } = renderRuleset(TEMPLATE, config);
+  const { text } = renderRuleset(config, TEMPLATE);
   const script = renderFullSync(text, config.nft.table, goldenElements());
   if (process.env.UPDATE_GOLDEN) writeFileSync(new URL('test/golden/full-sync.nft', REPO), script);
   t.is(script, readRepoFile('test/golden/full-sync.nft'));
 });
 
 test('masquerade and fallback can be switched off; the stamp follows the rules', (t) => {
-  const on = renderRuleset(TEMPLATE, testConfig());
-  const off = renderRuleset(TEMPLATE, testConfig({ nft: { masquerade: false }, fallback: { enabled: false } }));
+  const on = renderRuleset(testConfig(), TEMPLATE);
+  const off = renderRuleset(testConfig({ nft: { masquerade: false }, fallback: { enabled: false } }), TEMPLATE);
   t.regex(on.text, /masquerade/);
   t.regex(on.text, /tproxy ip to 127\.0\.0\.1:15223 meta mark set 0x2a/);
   t.notRegex(off.text, /masquerade|postrouting/);
   t.notRegex(off.text, /tproxy|chain fallback/);
   t.regex(off.text, /dnat ip to ip daddr \. numgen random mod 8 map @couriers4/);
   t.not(on.stamp, off.stamp);
-  t.is(renderRuleset(TEMPLATE, testConfig()).stamp, on.stamp, 'same config, same stamp');
+  t.is(renderRuleset(testConfig(), TEMPLATE).stamp, on.stamp, 'same config, same stamp');
   t.true(on.text.includes(`comment "${on.stamp}"`));
 });
 
 test('ports and prefix come from config', (t) => {
-  const { text } = renderRuleset(TEMPLATE, testConfig({ ports: [5223], vipPrefix: '198.18.7.0/24' }));
+  const { text } = renderRuleset(testConfig({ ports: [5223], vipPrefix: '198.18.7.0/24' }), TEMPLATE);
   t.regex(text, /ip daddr 198\.18\.7\.0\/24 tcp dport \{ 5223 \} dnat/);
   t.notRegex(text, /\{\{|\}\}/, 'no placeholder left');
 });
 
 test('a broken template is an error, not a silent bad ruleset', (t) => {
-  t.throws(() => renderRuleset('table inet {{tabel}} {}', testConfig()), { message: /unknown placeholder \{\{tabel\}\}/ });
-  t.throws(() => renderRuleset('@nat\tchain x {}', testConfig()), { message: /unknown feature tag @nat/ });
+  t.throws(() => renderRuleset(testConfig(), 'table inet {{tabel}} {}'), { message: /unknown placeholder \{\{tabel\}\}/ });
+  t.throws(() => renderRuleset(testConfig(), '@nat\tchain x {}'), { message: /unknown feature tag @nat/ });
 });
 
 test('diff: identical maps give no operations and an empty delta', (t) => {
@@ -56,11 +57,11 @@ test('diff: identical maps give no operations and an empty delta', (t) => {
 });
 
 test('diff: changed values are deleted and re-added, removed keys deleted, new keys added', (t) => {
-  const before = new Map([['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.11'], ['198.18.100.2 . 0', '203.0.113.12']]);
-  const after = new Map([['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.19'], ['198.18.100.3 . 0', '203.0.113.13']]);
+  const before = elementsFromText([['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.11'], ['198.18.100.2 . 0', '203.0.113.12']]);
+  const after = elementsFromText([['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.19'], ['198.18.100.3 . 0', '203.0.113.13']]);
   const diff = diffElements(before, after);
-  t.deepEqual(diff.remove, ['198.18.100.1 . 1', '198.18.100.2 . 0']);
-  t.deepEqual(diff.add, [['198.18.100.1 . 1', '203.0.113.19'], ['198.18.100.3 . 0', '203.0.113.13']]);
+  t.deepEqual(diff.remove.map((e) => `${e.vip} . ${e.slot}`), ['198.18.100.1 . 1', '198.18.100.2 . 0']);
+  t.deepEqual(diff.add.map((e) => [`${e.vip} . ${e.slot}`, e.address]), [['198.18.100.1 . 1', '203.0.113.19'], ['198.18.100.3 . 0', '203.0.113.13']]);
   t.is(renderDelta('apns_proxy', diff),
     'delete element inet apns_proxy couriers4 { 198.18.100.1 . 1, 198.18.100.2 . 0 }\n' +
     'add element inet apns_proxy couriers4 { 198.18.100.1 . 1 : 203.0.113.19, 198.18.100.3 . 0 : 203.0.113.13 }\n');
@@ -74,7 +75,7 @@ test('full sync replaces the table atomically and can drop a renamed one', (t) =
 
 test('table ownership: our stamped map says ours; a same-named table without it is foreign', async (t) => {
   const { parseTableOwner } = await import('../../src/nft/runner.js');
-  const { FakeNft } = await import('../../src/nft/fake.js');
+  const { FakeNft } = await import('../helpers/fake-nft.js');
   const list = (comment?: string) => JSON.stringify({ nftables: [
     { table: { family: 'inet', name: 'filter', handle: 1 } },
     { map: { family: 'inet', name: 'couriers4', table: 'filter', ...(comment ? { comment } : {}) } },
@@ -88,6 +89,6 @@ test('table ownership: our stamped map says ours; a same-named table without it 
   nft.addForeignTable('filter');
   t.is(await nft.tableOwner('filter'), 'foreign');
   const config = testConfig();
-  await nft.apply(renderFullSync(renderRuleset(TEMPLATE, config).text, 'apns_proxy', new Map()));
+  await nft.apply(renderFullSync(renderRuleset(config, TEMPLATE).text, 'apns_proxy', new Map()));
   t.is(await nft.tableOwner('apns_proxy'), 'ours');
 });

@@ -1,8 +1,8 @@
 import test from 'ava';
 import { performance } from 'node:perf_hooks';
 import dnsPacket from 'dns-packet';
-import type { HostPort } from '../../src/net.js';
-import { createResolver, type QueryEvent, type ResolverOptions } from '../../src/resolver.js';
+import type { HostPort } from '../../src/core/net.js';
+import { createResolver, type QueryEvent, type ResolverOptions } from '../../src/dns/client/resolver.js';
 import { startScriptedDns, type ScriptedHandler, type ScriptedQuery } from '../helpers/scripted-dns.js';
 
 // the chain operators see for a courier (DESIGN.md 5)

@@ -1,7 +1,7 @@
 // The fallback's policy routing against a fake `ip` that keeps rules and routes like the kernel
 // does (including the kernel's loose matching on delete): nothing that is not ours is ever changed.
 import test from 'ava';
-import { ApnsProxyError } from '../../src/errors.js';
+import { ApnsProxyError } from '../../src/core/errors.js';
 import { createPolicyRouting, formatRoute, isOurRoute, routingOwnership } from '../../src/fallback/routing.js';
 
 type Rule = { priority: number; src: 'all'; fwmark?: string; fwmask?: string; iif?: string; table: string };

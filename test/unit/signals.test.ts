@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import test from 'ava';
-import { QueuedSignals } from '../../src/signals.js';
+import { QueuedSignals } from '../../src/cli/signals.js';
 
 function harness() {
   const proc = new EventEmitter();

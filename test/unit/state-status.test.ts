@@ -2,11 +2,12 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { desiredMapping } from '../../src/mapping.js';
+import { desiredMapping } from '../../src/sync/mapping.js';
 import { parseMapJson } from '../../src/nft/runner.js';
-import { createStateStore, parseState } from '../../src/state.js';
-import { formatStatus, statusRows } from '../../src/status.js';
+import { createStateStore, parseState } from '../../src/sync/state.js';
+import { formatStatus, statusRows } from '../../src/ops/status.js';
 import { FakeClock, nx, ok, testConfig } from '../helpers/fixtures.js';
+import { elementsFromText } from '../../src/nft/elements.js';
 
 const config = testConfig({ couriers: { first: 1, last: 3 }, refresh: { maxStaleSeconds: 3600 } });
 
@@ -48,7 +49,7 @@ test('status joins state and the live map, with ages and notes', (t) => {
   const clock = new FakeClock();
   const snap = snapshotAt(clock.now());
   clock.advance(90_000);
-  const live = { stamp: 'x', elements: new Map([['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.11']]) };
+  const live = { stamp: 'x', elements: elementsFromText([['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.11']]) };
   const rows = statusRows(config, { version: 1, savedAt: snap.at, couriers: [...snap.couriers.values()] }, live, clock.now());
   t.deepEqual(rows[0], { courier: 1, vip: '198.18.100.1', state: 'fresh', addresses: ['203.0.113.10', '203.0.113.11'], kernel: ['203.0.113.10', '203.0.113.11'], ageSeconds: 90, ttl: 20, note: '' });
   t.is(rows[1]!.state, 'absent');
@@ -62,7 +63,7 @@ test('status flags a kernel map that disagrees with state, and ages past maxStal
   const clock = new FakeClock();
   const snap = snapshotAt(clock.now());
   clock.advance(3601_000);
-  const live = { stamp: 'x', elements: new Map([['198.18.100.1 . 0', '203.0.113.99']]) };
+  const live = { stamp: 'x', elements: elementsFromText([['198.18.100.1 . 0', '203.0.113.99']]) };
   const rows = statusRows(config, { version: 1, savedAt: snap.at, couriers: [...snap.couriers.values()] }, live, clock.now());
   t.is(rows[0]!.state, 'absent');
   t.regex(rows[0]!.note, /kernel map differs from state/);
@@ -74,7 +75,7 @@ test('parseMapJson reads nft -j list map output', (t) => {
   const json = '{"nftables": [{"metainfo": {"version": "1.0.6"}}, {"map": {"family": "inet", "name": "couriers4", "table": "apns_proxy", "comment": "apns-proxy abc", "elem": [[{"concat": ["198.18.100.5", 0]}, "203.0.113.12"], [{"concat": ["198.18.100.5", 1]}, "203.0.113.13"]]}}]}';
   const m = parseMapJson(json);
   t.is(m.stamp, 'apns-proxy abc');
-  t.deepEqual([...m.elements], [['198.18.100.5 . 0', '203.0.113.12'], ['198.18.100.5 . 1', '203.0.113.13']]);
+  t.deepEqual([...m.elements.values()], [{ vip: '198.18.100.5', slot: 0, address: '203.0.113.12' }, { vip: '198.18.100.5', slot: 1, address: '203.0.113.13' }]);
   t.deepEqual([...parseMapJson('{"nftables":[{"map":{"name":"couriers4"}}]}').elements], []);
   t.throws(() => parseMapJson('{"nftables":[]}'), { message: /no map object/ });
 });
@@ -86,7 +87,7 @@ test('status names a never-resolved courier\'s error once', (t) => {
 });
 
 test('an oversized or non-file state is E_STATE without being read whole; setAside keeps it for the operator', async (t) => {
-  const { MAX_STATE_BYTES } = await import('../../src/state.js');
+  const { MAX_STATE_BYTES } = await import('../../src/sync/state.js');
   const { truncate, mkdir, stat } = await import('node:fs/promises');
   const dir = await mkdtemp(join(tmpdir(), 'apx-state-'));
   try {

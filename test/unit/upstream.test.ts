@@ -1,8 +1,8 @@
 import test from 'ava';
 import { performance } from 'node:perf_hooks';
 import dnsPacket from 'dns-packet';
-import { ApnsProxyError } from '../../src/errors.js';
-import { EDNS_UDP_SIZE, FrameReader, exchange, frameMessage } from '../../src/upstream.js';
+import { ApnsProxyError } from '../../src/core/errors.js';
+import { EDNS_UDP_SIZE, FrameReader, exchange, frameMessage } from '../../src/dns/client/exchange.js';
 import { startScriptedDns, type ScriptedQuery } from '../helpers/scripted-dns.js';
 
 const TC = dnsPacket.TRUNCATED_RESPONSE;

@@ -4,10 +4,10 @@
 // unchanged. This module loads the addon and only moves things across: it encodes the table the
 // threads answer from (encodeFastPathTable, pure) and decodes the batches they hand over. Optional
 // at install: without the addon the DNS server serves UDP with node:dgram.
-import { loadAddon } from '../../addon.js';
-import { ApnsProxyError, errorMessage } from '../../errors.js';
-import type { HostPort } from '../../net.js';
-import { parseIPv4 } from '../../net.js';
+import { loadAddon } from '../../core/addon.js';
+import { ApnsProxyError, errorMessage } from '../../core/errors.js';
+import type { HostPort } from '../../core/net.js';
+import { parseIPv4 } from '../../core/net.js';
 import { aclEntry } from '../acl.js';
 import type { Responder } from '../answer.js';
 

@@ -1,8 +1,8 @@
 // The fallback's relay addon (apns_proxy_relay: relay.c beside this file, with its binding.gyp and
 // prebuilds/): the transparent listener and the splice relay thread. Optional at install: without
 // it the fallback cannot run (set fallback.enabled to false); nothing else needs it.
-import { loadAddon } from '../../addon.js';
-import { ApnsProxyError, errorMessage } from '../../errors.js';
+import { loadAddon } from '../../core/addon.js';
+import { ApnsProxyError, errorMessage } from '../../core/errors.js';
 
 export interface RelayCloseEvent {
   readonly id: number;

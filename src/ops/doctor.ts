@@ -1,12 +1,12 @@
 // `apns-proxy doctor` (pure): turns what the probes saw into findings, each problem with the
 // command that fixes it. The probes (real ones in doctor-probes.ts) are injected.
-import type { Config } from './config.js';
-import { courierName } from './couriers.js';
-import { errorMessage } from './errors.js';
-import { routingOwnership } from './fallback/routing.js';
-import { formatHostPort, type HostPort } from './net.js';
+import type { Config } from '../core/config.js';
+import { courierName } from '../core/couriers.js';
+import { errorMessage } from '../core/errors.js';
+import { routingOwnership } from '../fallback/routing.js';
+import { formatHostPort, type HostPort } from '../core/net.js';
 import { type LocalAddress, type PreflightProbes, dnsLoopProblems, nftTableProblems, routingProblems, vipPrefixProblems } from './preflight.js';
-import type { Resolution } from './resolver.js';
+import type { Resolution } from '../dns/client/resolver.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
 

@@ -1,16 +1,16 @@
 // `apns-proxy run`: program last-known-good, then refresh on schedule; SIGHUP reloads, SIGTERM stops.
 // Real I/O (scheduler, signals, control socket) is handed in by the entry point.
-import type { Config } from './config.js';
-import { courierName } from './couriers.js';
-import { type Fallback, type FallbackDeps, startFallback } from './fallback/listener.js';
-import type { RelayAddon } from './fallback/relay/index.js';
-import { Controller, type ControllerDeps } from './controller.js';
+import type { Config } from '../core/config.js';
+import { courierName } from '../core/couriers.js';
+import { type Fallback, type FallbackDeps, startFallback } from '../fallback/listener.js';
+import type { RelayAddon } from '../fallback/relay/index.js';
+import { Controller, type ControllerDeps } from '../sync/controller.js';
 import { join } from 'node:path';
 import { LOCK_FILE, acquireLock, controlPath, requestControl, serveControl } from './control.js';
-import { type DnsServer, startDnsServer } from './dns/server.js';
-import { ApnsProxyError, errorMessage } from './errors.js';
-import { sharedLookup } from './fallback/lookup.js';
-import type { Logger } from './log.js';
+import { type DnsServer, startDnsServer } from '../dns/server.js';
+import { ApnsProxyError, errorMessage } from '../core/errors.js';
+import { sharedLookup } from '../fallback/lookup.js';
+import type { Logger } from '../core/log.js';
 import { Metrics, serveMetrics } from './metrics.js';
 
 export interface Scheduled { stop(): void }
@@ -77,7 +77,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   let dns: DnsServer;
   const metrics = new Metrics({ fallback: () => fallback?.stats(), dns: () => dns.stats() });
   controller.onReport((report, snapshot) => metrics.refreshed(report, snapshot));
-  metrics.refreshed(startReport, controller.snapshot);
+  metrics.refreshed(startReport, controller.generation);
   try {
     try {
       const control = await serveControl(controlPath(config.stateDir), async (cmd) => {
@@ -113,7 +113,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
         config,
         native: deps.loadNative(),
         logger,
-        getSnapshot: () => controller.snapshot,
+        generation: () => controller.generation,
         resolveNow: lookup,
         onResolved: (n) => askRefresh(`courier ${n} resolved at connect time`),
         ...deps.fallbackOverrides,
@@ -124,7 +124,11 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     // DNS answers from the snapshot the kernel accepted, with the config that snapshot was made under.
     dns = await startDnsServer({ config, snapshot: controller.snapshot, logger, onAnswered: (kind, seconds) => metrics.dnsAnswered(kind, seconds) });
     closers.push(() => dns.close());
-    controller.onSnapshot((snapshot) => dns.update(controller.currentConfig, snapshot));
+    // One route for configuration and map alike: the generation the kernel accepted.
+    controller.onGeneration((g) => {
+      dns.update(g);
+      fallback?.update(g);
+    });
     for (const hp of config.metrics.listen) {
       const server = await serveMetrics(metrics, hp.host, hp.port);
       closers.push(() => new Promise((resolve) => server.close(() => resolve())));
@@ -154,7 +158,6 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     config = next;
     deps.logger.setLevel?.(next.log.level);
     controller.reload(next);
-    fallback?.updateConfig(next);
     if (scheduleChanged) {
       job.stop();
       job = scheduleTicks();

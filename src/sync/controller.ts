@@ -1,16 +1,16 @@
 // The refresh cycle (kube-proxy style): declare the whole desired state, diff it against what the
 // kernel was last given, send one transaction; publish and persist only after the kernel accepted it.
 import { isDeepStrictEqual } from 'node:util';
-import type { Config } from './config.js';
-import { courierForVip, courierName, courierNumbers } from './couriers.js';
-import { ApnsProxyError, errorMessage } from './errors.js';
-import type { Logger } from './log.js';
-import { type CourierRecord, type Snapshot, allowedAddress, describeChanges, desiredElements, desiredMapping } from './mapping.js';
-import { sortUniqueIPv4 } from './net.js';
-import { type ElementMap, STAMP_PREFIX, diffElements, renderDelta, renderFullSync, renderRuleset } from './nft/render.js';
-import type { NftRunner } from './nft/runner.js';
-import type { PolicyRouting, RoutingSpec } from './fallback/routing.js';
-import type { Resolution, Resolver } from './resolver.js';
+import type { Config } from '../core/config.js';
+import { courierForVip, courierName, courierNumbers } from '../core/couriers.js';
+import { ApnsProxyError, errorMessage } from '../core/errors.js';
+import type { Logger } from '../core/log.js';
+import { type CourierRecord, type Generation, type Snapshot, allowedAddress, describeChanges, desiredElements, desiredMapping } from './mapping.js';
+import { sortUniqueIPv4 } from '../core/net.js';
+import { type ElementMap, STAMP_PREFIX, diffElements, renderDelta, renderFullSync, renderRuleset } from '../nft/render.js';
+import type { NftRunner } from '../nft/runner.js';
+import type { PolicyRouting, RoutingSpec } from '../fallback/routing.js';
+import type { Resolution, Resolver } from '../dns/client/resolver.js';
 import type { StateStore } from './state.js';
 
 /** Even with no change seen, rewrite everything this often: repairs drift made behind our back. */
@@ -18,7 +18,6 @@ export const FULL_SYNC_INTERVAL_MS = 3600_000;
 
 export interface ControllerDeps {
   readonly config: Config;
-  readonly template: string;                       // nft/apns-proxy.nft
   readonly nft: NftRunner;
   readonly makeResolver: (config: Config) => Resolver;
   readonly store: StateStore;
@@ -59,32 +58,34 @@ export class Controller {
   private records: ReadonlyMap<number, CourierRecord> = new Map();
   private persisted: ReadonlyMap<number, CourierRecord> = new Map();  // what the state file holds
   private forcedDrift: string | null = null;          // set by forceFullSync: reported as drift
-  private current: Snapshot | undefined;             // published: the kernel accepted it
+  private current: Generation | undefined;           // published: the kernel accepted it
   private baseline: Snapshot | undefined;            // what change lines compare against
   private running: Promise<RefreshReport> | null = null;
   private queued: Promise<RefreshReport> | null = null;
-  private readonly listeners: ((s: Snapshot) => void)[] = [];
-  private readonly reportListeners: ((r: RefreshReport, s: Snapshot | undefined) => void)[] = [];
+  private readonly listeners: ((g: Generation) => void)[] = [];
+  private readonly reportListeners: ((r: RefreshReport, g: Generation | undefined) => void)[] = [];
 
   constructor(private readonly deps: ControllerDeps) {
     this.config = deps.config;
     this.resolver = deps.makeResolver(deps.config);
   }
 
-  get snapshot(): Snapshot | undefined {
+  /** The last generation the kernel accepted (undefined before the first sync). */
+  get generation(): Generation | undefined {
     return this.current;
   }
 
-  get currentConfig(): Config {
-    return this.config;
+  get snapshot(): Snapshot | undefined {
+    return this.current?.snapshot;
   }
 
-  onSnapshot(listener: (s: Snapshot) => void): void {
+  /** Each generation the kernel accepts, as it is published. */
+  onGeneration(listener: (g: Generation) => void): void {
     this.listeners.push(listener);
   }
 
   /** Every finished cycle, accepted or not, with the snapshot then published (metrics). */
-  onReport(listener: (r: RefreshReport, s: Snapshot | undefined) => void): void {
+  onReport(listener: (r: RefreshReport, g: Generation | undefined) => void): void {
     this.reportListeners.push(listener);
   }
 
@@ -126,9 +127,9 @@ export class Controller {
     }
     if (!live?.stamp?.startsWith(STAMP_PREFIX)) return 0;
     const byCourier = new Map<number, string[]>();
-    for (const [key, address] of live.elements) {
-      const n = courierForVip(config, key.split(' . ')[0]!);
-      if (n !== undefined) byCourier.set(n, [...(byCourier.get(n) ?? []), address]);
+    for (const e of live.elements.values()) {
+      const n = courierForVip(config, e.vip);
+      if (n !== undefined) byCourier.set(n, [...(byCourier.get(n) ?? []), e.address]);
     }
     const now = deps.clock();
     const records = new Map(this.records);
@@ -167,7 +168,7 @@ export class Controller {
    */
   async adoptKernel(): Promise<void> {
     const live = await this.deps.nft.readMap(this.config.nft.table);
-    const { stamp } = renderRuleset(this.deps.template, this.config);
+    const { stamp } = renderRuleset(this.config);
     if (live && live.stamp === stamp) {
       this.applied = live.elements;
       this.appliedStamp = stamp;
@@ -255,7 +256,7 @@ export class Controller {
     const counts = { fresh: 0, stale: 0, absent: 0 };
     for (const c of snapshot.couriers.values()) counts[c.state]++;
     const desired = desiredElements(snapshot);
-    const { text: ruleset, stamp } = renderRuleset(deps.template, config);
+    const { text: ruleset, stamp } = renderRuleset(config);
 
     let drift = this.forcedDrift ?? undefined;
     this.forcedDrift = null;
@@ -306,11 +307,11 @@ export class Controller {
     this.appliedStamp = stamp;
     const changes = describeChanges(this.baseline, snapshot);
     this.records = snapshot.couriers;
-    this.current = snapshot;
+    this.current = Object.freeze({ config, snapshot });
     this.baseline = snapshot;
     for (const line of changes) deps.logger.info(line);
     this.logFailures(snapshot, failed);
-    for (const l of this.listeners) l(snapshot);
+    for (const l of this.listeners) l(this.current);
 
     let error: string | undefined = routingError;
     const stateError = await this.persist(snapshot);
@@ -385,10 +386,10 @@ export class Controller {
       let missing = 0;
       let changed = 0;
       let foreign = 0;
-      for (const [key, value] of this.applied) {
+      for (const [key, e] of this.applied) {
         const have = live.elements.get(key);
         if (have === undefined) missing++;
-        else if (have !== value) changed++;
+        else if (have.address !== e.address) changed++;
       }
       for (const key of live.elements.keys()) if (!this.applied.has(key)) foreign++;
       return `the kernel map differs from what was applied (${missing} missing, ${changed} changed, ${foreign} foreign elements)`;

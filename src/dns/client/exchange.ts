@@ -5,8 +5,8 @@ import net from 'node:net';
 import { randomInt } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import dnsPacket from 'dns-packet';
-import { ApnsProxyError, errorMessage, show } from './errors.js';
-import { formatHostPort, type HostPort } from './net.js';
+import { ApnsProxyError, errorMessage, show } from '../../core/errors.js';
+import { formatHostPort, type HostPort } from '../../core/net.js';
 
 export interface Question {
   name: string;

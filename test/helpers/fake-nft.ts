@@ -1,8 +1,9 @@
 // An in-memory nft for tests: understands the scripts render.ts writes and commits them
 // all-or-nothing, failing where the kernel would (delete of a missing element, add over a different value).
-import { ApnsProxyError } from '../errors.js';
-import { STAMP_PREFIX } from './render.js';
-import type { LiveMap, NftRunner, TableOwner } from './runner.js';
+import { ApnsProxyError } from '../../src/core/errors.js';
+import { STAMP_PREFIX } from '../../src/nft/render.js';
+import type { LiveMap, NftRunner, TableOwner } from '../../src/nft/runner.js';
+import { elementsFromText } from '../../src/nft/elements.js';
 
 interface FakeTable { stamp: string | null; rules: string; elements: Map<string, string>; handle: number }
 
@@ -60,7 +61,7 @@ export class FakeNft implements NftRunner {
 
   async readMap(table: string): Promise<LiveMap | null> {
     const t = this.tables.get(table);
-    return t ? { stamp: t.stamp, elements: new Map(t.elements) } : null;
+    return t ? { stamp: t.stamp, elements: elementsFromText(t.elements) } : null;
   }
 
   async tableOwner(table: string): Promise<TableOwner> {

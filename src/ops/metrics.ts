@@ -3,8 +3,8 @@
 // hot paths pay nothing for them.
 import { createServer, type Server } from 'node:http';
 import client from 'prom-client';
-import type { RefreshReport } from './controller.js';
-import type { Snapshot } from './mapping.js';
+import type { RefreshReport } from '../sync/controller.js';
+import type { Generation, Snapshot } from '../sync/mapping.js';
 
 export interface MetricSources {
   /** Fallback counters, when the fallback runs. */
@@ -89,7 +89,8 @@ export class Metrics {
   }
 
   /** Called after every refresh cycle with its report and the published snapshot. */
-  refreshed(report: RefreshReport, snapshot: Snapshot | undefined): void {
+  refreshed(report: RefreshReport, generation: Generation | undefined): void {
+    const snapshot = generation?.snapshot;
     this.lastReport = report;
     this.snapshot = snapshot;
     this.refreshes.inc({ result: report.ok ? 'ok' : 'failed' });

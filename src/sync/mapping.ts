@@ -1,12 +1,11 @@
 // Desired state (pure): from the previous records, this cycle's resolutions and the clock,
 // decide per courier which addresses the kernel should map and in which state it is.
-import type { Config } from './config.js';
-import { courierNumbers, vipFor } from './couriers.js';
-import { cidrContains, inAnyCidr, parseIPv4, sortUniqueIPv4 } from './net.js';
-import type { Resolution } from './resolver.js';
+import type { Config } from '../core/config.js';
+import { courierNumbers, vipFor } from '../core/couriers.js';
+import { cidrContains, inAnyCidr, parseIPv4, sortUniqueIPv4 } from '../core/net.js';
+import { type ElementMap, type MapElement, SLOTS, elementMap } from '../nft/elements.js';
+import type { Resolution } from '../dns/client/resolver.js';
 
-/** Connections to a VIP are spread over this many map slots (numgen random mod SLOTS). */
-export const SLOTS = 8;
 
 export type CourierState = 'fresh' | 'stale' | 'absent';
 
@@ -32,6 +31,15 @@ export interface CourierView extends CourierRecord {
 export interface Snapshot {
   readonly at: number;
   readonly couriers: ReadonlyMap<number, CourierView>;
+}
+
+/**
+ * What the kernel accepted, with the configuration it was made under: the one frozen object that
+ * DNS, the fallback and metrics read, so they never mix a new config with an old map.
+ */
+export interface Generation {
+  readonly config: Config;
+  readonly snapshot: Snapshot;
 }
 
 export interface MappingInput {
@@ -115,21 +123,14 @@ function stateOf(record: CourierRecord, freshNow: boolean, now: number, maxStale
   return now - record.resolvedAt <= maxStaleSeconds * 1000 ? 'stale' : 'absent';
 }
 
-/** Map element key as nft writes it: "VIP . slot". */
-export function elementKey(vip: string, slot: number): string {
-  return `${vip} . ${slot}`;
-}
-
 /** The couriers4 elements the kernel should hold: each slot round-robin over the courier's addresses. */
-export function desiredElements(snapshot: Snapshot): Map<string, string> {
-  const elements = new Map<string, string>();
+export function desiredElements(snapshot: Snapshot): ElementMap {
+  const elements: MapElement[] = [];
   for (const c of snapshot.couriers.values()) {
     if (c.programmed.length === 0) continue;
-    for (let slot = 0; slot < SLOTS; slot++) {
-      elements.set(elementKey(c.vip, slot), c.programmed[slot % c.programmed.length]!);
-    }
+    for (let slot = 0; slot < SLOTS; slot++) elements.push({ vip: c.vip, slot, address: c.programmed[slot % c.programmed.length]! });
   }
-  return elements;
+  return elementMap(elements);
 }
 
 /** Human lines for what changed between two snapshots, for the info log. */

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));  // <root>/dist/src (or <root>/src)
+const HERE = path.dirname(path.dirname(fileURLToPath(import.meta.url)));  // <root>/dist/src (or <root>/src)
 
 /**
  * The addon directory of the wrapper module at `moduleUrl`: its directory with dist/src/ mapped

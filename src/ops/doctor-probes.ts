@@ -3,15 +3,15 @@
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { readFile } from 'node:fs/promises';
-import type { Config } from './config.js';
+import type { Config } from '../core/config.js';
 import { controlPath, requestControl } from './control.js';
 import type { DoctorProbes } from './doctor.js';
-import { ApnsProxyError, errorMessage } from './errors.js';
-import { RULES_ARGS, routesArgs, routesOutput } from './fallback/routing.js';
-import type { HostPort } from './net.js';
-import type { NftRunner } from './nft/runner.js';
+import { ApnsProxyError, errorMessage } from '../core/errors.js';
+import { RULES_ARGS, routesArgs, routesOutput } from '../fallback/routing.js';
+import type { HostPort } from '../core/net.js';
+import type { NftRunner } from '../nft/runner.js';
 import { type PreflightProbes, parseAddresses } from './preflight.js';
-import { createResolver } from './resolver.js';
+import { createResolver } from '../dns/client/resolver.js';
 
 export type Exec = (file: string, args: string[], input?: string) => Promise<{ stdout: string; stderr: string; exitCode: number }>;
 

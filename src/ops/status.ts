@@ -1,9 +1,9 @@
 // `apns-proxy status` (pure): joins the state file with the live kernel map.
-import type { Config } from './config.js';
-import { courierNumbers, vipFor } from './couriers.js';
-import { absentReason, type CourierState, type CourierView } from './mapping.js';
-import type { LiveMap } from './nft/runner.js';
-import type { StateFile } from './state.js';
+import type { Config } from '../core/config.js';
+import { courierNumbers, vipFor } from '../core/couriers.js';
+import { absentReason, type CourierState, type CourierView } from '../sync/mapping.js';
+import type { LiveMap } from '../nft/runner.js';
+import type { StateFile } from '../sync/state.js';
 
 export interface StatusRow {
   readonly courier: number;
@@ -19,10 +19,9 @@ export interface StatusRow {
 export function statusRows(config: Config, state: StateFile | null, live: LiveMap | null | undefined, now: number): StatusRow[] {
   const byN = new Map<number, CourierView>((state?.couriers ?? []).map((c) => [c.n, c]));
   const kernelByVip = new Map<string, Set<string>>();
-  for (const [key, addr] of live?.elements ?? []) {
-    const vip = key.split(' . ')[0]!;
-    if (!kernelByVip.has(vip)) kernelByVip.set(vip, new Set());
-    kernelByVip.get(vip)!.add(addr);
+  for (const e of live?.elements.values() ?? []) {
+    if (!kernelByVip.has(e.vip)) kernelByVip.set(e.vip, new Set());
+    kernelByVip.get(e.vip)!.add(e.address);
   }
   return courierNumbers(config).map((n) => {
     const c = byN.get(n);

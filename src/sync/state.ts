@@ -2,9 +2,9 @@
 // the first resolution. Written atomically (temp file, fsync, rename) so a crash never leaves half a file.
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ApnsProxyError, errorMessage } from './errors.js';
+import { ApnsProxyError, errorMessage } from '../core/errors.js';
 import type { CourierView, Snapshot } from './mapping.js';
-import { sortUniqueIPv4 } from './net.js';
+import { sortUniqueIPv4 } from '../core/net.js';
 
 export const STATE_FILE = 'state.json';
 const VERSION = 1;

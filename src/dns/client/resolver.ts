@@ -2,9 +2,9 @@
 // and a clear line between "does not exist" (final) and "could not find out" (try the next server).
 import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { ApnsProxyError, errorMessage, show, type ErrorCode } from './errors.js';
-import { formatHostPort, parseIPv4, sortUniqueIPv4, type HostPort } from './net.js';
-import { canonicalName, dnsNameProblem, exchange, type DecodedReply } from './upstream.js';
+import { ApnsProxyError, errorMessage, show, type ErrorCode } from '../../core/errors.js';
+import { formatHostPort, parseIPv4, sortUniqueIPv4, type HostPort } from '../../core/net.js';
+import { canonicalName, dnsNameProblem, exchange, type DecodedReply } from './exchange.js';
 
 export type Resolution =
   | { kind: 'ok'; addresses: string[]; ttl: number; chain: string[] }

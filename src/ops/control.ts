@@ -3,7 +3,7 @@
 import { createConnection, createServer, type Server } from 'node:net';
 import { chmod, open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ApnsProxyError, errorMessage } from './errors.js';
+import { ApnsProxyError, errorMessage } from '../core/errors.js';
 
 export const CONTROL_SOCKET = 'control.sock';
 export const LOCK_FILE = 'run.lock';

@@ -2,11 +2,11 @@
 // reload) and reported by `doctor`: state that is not ours is never replaced or deleted, and a
 // config that clashes with this machine (VIP prefix on a local network, DNS loop) is refused.
 // Pure: what the system looks like comes through PreflightProbes (real ones in doctor-probes.ts).
-import type { Config } from './config.js';
-import type { ErrorCode } from './errors.js';
-import { type RoutingSpec, ownershipProblems, routingOwnership } from './fallback/routing.js';
-import { type Cidr4, cidrContains, formatHostPort, parseIPv4 } from './net.js';
-import type { TableOwner } from './nft/runner.js';
+import type { Config } from '../core/config.js';
+import type { ErrorCode } from '../core/errors.js';
+import { type RoutingSpec, ownershipProblems, routingOwnership } from '../fallback/routing.js';
+import { type Cidr4, cidrContains, formatHostPort, parseIPv4 } from '../core/net.js';
+import type { TableOwner } from '../nft/runner.js';
 
 export interface LocalAddress {
   readonly ifname: string;
