@@ -11,7 +11,8 @@ import { controlPath, requestControl } from './ops/control.js';
 import { Controller, type RefreshReport } from './sync/controller.js';
 import { startDaemon } from './ops/daemon.js';
 import { ApnsProxyError, ConfigError, errorMessage } from './core/errors.js';
-import { createLogger, type Logger } from './core/log.js';
+import { type Logger } from './core/log.js';
+import { createLogger } from './cli/logger.js';
 import { desiredElements, desiredMapping } from './sync/mapping.js';
 import { renderFlush, renderFullSync, renderRuleset } from './nft/render.js';
 import { createNftRunner, type NftRunner } from './nft/runner.js';
@@ -64,7 +65,7 @@ function realNft(): NftRunner {
 function realRouting(): PolicyRouting {
   return createPolicyRouting(async (args) => {
     const r = await execa(systemTool('ip'), args, { reject: false });
-    if ((r as { code?: string }).code === 'ENOENT') throw new ApnsProxyError('E_NFT', 'cannot run ip: not installed (apt-get install iproute2)');
+    if ((r as { code?: string }).code === 'ENOENT') throw new ApnsProxyError('E_ROUTING', 'cannot run ip: not installed (apt-get install iproute2)');
     return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
   });
 }

@@ -44,7 +44,7 @@ export type LogLevel = 'error' | 'warn' | 'info' | 'debug';
 
 export const DEFAULT_CONFIG_PATH = '/etc/apns-proxy/config.json';
 
-/** The documented defaults, in the shape of the JSON file (DESIGN §3). */
+/** The documented defaults, in the shape of the JSON file (README, Configuration). */
 export const DEFAULTS = {
   vipPrefix: '10.100.100.0/24',
   ports: [5223, 443],

@@ -26,20 +26,3 @@ export function courierForVip(config: Pick<Config, 'vipPrefix' | 'couriers'>, ad
   const n = a - config.vipPrefix.network;
   return n >= config.couriers.first && n <= config.couriers.last ? n : undefined;
 }
-
-/**
- * Builds the strict, case-insensitive matcher for courier names from the template:
- * "{n}" matches 1..254 without leading zeros; one optional trailing dot; nothing before or after.
- */
-export function courierMatcher(config: Pick<Config, 'couriers'>): (name: string) => number | undefined {
-  const [before, after] = config.couriers.template.split('{n}') as [string, string];
-  const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-  const re = new RegExp(`^${escape(before)}([1-9][0-9]{0,2})${escape(after)}\\.?$`, 'i');
-  const { first, last } = config.couriers;
-  return (name) => {
-    const m = re.exec(name);
-    if (!m) return undefined;
-    const n = Number(m[1]);
-    return n >= first && n <= last && n <= MAX_COURIER ? n : undefined;
-  };
-}

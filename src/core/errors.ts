@@ -4,6 +4,7 @@ export type ErrorCode =
   | 'E_CONFIG'        // configuration file missing, unreadable or invalid
   | 'E_USAGE'         // bad command line
   | 'E_NFT'           // nft refused a transaction or could not be run
+  | 'E_ROUTING'       // ip (the fallback's policy routing) failed or could not be run
   | 'E_STATE'         // state file unreadable or corrupt
   | 'E_TIMEOUT'       // upstream DNS did not answer in time
   | 'E_SERVFAIL'      // upstream DNS answered SERVFAIL

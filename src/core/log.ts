@@ -1,6 +1,5 @@
-// Logging: the small interface the core uses, and the winston logger the entry point builds.
-import winston from 'winston';
-import type { LogLevel } from './config.js';
+// Logging: the small interface every layer logs through (the entry point wires winston behind it),
+// and the limiter that keeps a flood of similar events from becoming a flood of lines.
 
 export interface Logger {
   error(message: string, meta?: Record<string, unknown>): void;
@@ -10,34 +9,35 @@ export interface Logger {
   isDebug(): boolean;
 }
 
-/**
- * Text is "level: message key=value" without a timestamp (journald adds its own);
- * JSON is one object per line with an ISO timestamp, for log shippers.
- */
-export function createLogger(level: LogLevel, format: 'text' | 'json', stream: NodeJS.WritableStream = process.stderr): Logger & { setLevel(l: LogLevel): void } {
-  const text = winston.format.printf(({ level: lvl, message, ...meta }) => {
-    const extra = Object.entries(meta).map(([k, v]) => ` ${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`).join('');
-    return `${lvl}: ${String(message)}${extra}`;
-  });
-  const w = winston.createLogger({
-    level,
-    format: format === 'json' ? winston.format.combine(winston.format.timestamp(), winston.format.json()) : text,
-    transports: [new winston.transports.Stream({ stream })],
-  });
-  return {
-    error: (m, meta) => void w.error(m, meta),
-    warn: (m, meta) => void w.warn(m, meta),
-    info: (m, meta) => void w.info(m, meta),
-    debug: (m, meta) => void w.debug(m, meta),
-    isDebug: () => w.isLevelEnabled('debug'),
-    setLevel: (l) => { w.level = l; },
-  };
-}
+/** Lets through at most `perWindow` lines per `windowMs`, and says how many were held back. */
+export class LogLimiter {
+  private windowStart = -Infinity;
+  private used = 0;
+  private suppressed = 0;
 
-/** Collects log lines in memory (tests). */
-export function memoryLogger(): Logger & { lines: string[] } {
-  const lines: string[] = [];
-  const add = (lvl: string) => (m: string, meta?: Record<string, unknown>) =>
-    void lines.push(`${lvl}: ${m}${meta ? ` ${JSON.stringify(meta)}` : ''}`);
-  return { lines, error: add('error'), warn: add('warn'), info: add('info'), debug: add('debug'), isDebug: () => true };
+  constructor(private readonly perWindow: number, private readonly windowMs: number, private readonly clock: () => number) {}
+
+  /** undefined: suppress this line; else the number of lines suppressed since the last one let through. */
+  take(): number | undefined {
+    const now = this.clock();
+    if (now - this.windowStart >= this.windowMs) {
+      this.windowStart = now;
+      this.used = 0;
+    }
+    if (this.used >= this.perWindow) {
+      this.suppressed += 1;
+      return undefined;
+    }
+    this.used += 1;
+    const held = this.suppressed;
+    this.suppressed = 0;
+    return held;
+  }
+
+  /** Lines held back since the last one let through, and forgets them (for a summary line of its own). */
+  drain(): number {
+    const held = this.suppressed;
+    this.suppressed = 0;
+    return held;
+  }
 }

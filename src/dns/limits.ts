@@ -1,4 +1,4 @@
-// Per-client rate limiting and log throttling (pure given the injected clock, in milliseconds).
+// Per-client rate limiting (pure given the injected clock, in milliseconds).
 
 /** Token bucket per key: `rate` tokens per second, up to `burst`; a bounded number of keys. */
 export class TokenBuckets {
@@ -43,38 +43,5 @@ export class TokenBuckets {
     }
     // spoofed sources can fill the table faster than it drains; memory stays bounded either way
     if (this.buckets.size >= this.maxKeys) this.buckets.clear();
-  }
-}
-
-/** Lets through at most `perWindow` lines per `windowMs`, and says how many were held back. */
-export class LogLimiter {
-  private windowStart = -Infinity;
-  private used = 0;
-  private suppressed = 0;
-
-  constructor(private readonly perWindow: number, private readonly windowMs: number, private readonly clock: () => number) {}
-
-  /** undefined: suppress this line; else the number of lines suppressed since the last one let through. */
-  take(): number | undefined {
-    const now = this.clock();
-    if (now - this.windowStart >= this.windowMs) {
-      this.windowStart = now;
-      this.used = 0;
-    }
-    if (this.used >= this.perWindow) {
-      this.suppressed += 1;
-      return undefined;
-    }
-    this.used += 1;
-    const held = this.suppressed;
-    this.suppressed = 0;
-    return held;
-  }
-
-  /** Lines held back since the last one let through, and forgets them (for a summary line of its own). */
-  drain(): number {
-    const held = this.suppressed;
-    this.suppressed = 0;
-    return held;
   }
 }

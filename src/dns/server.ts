@@ -16,7 +16,8 @@ import { FrameReader, exchange as realExchange, frameMessage } from './client/ex
 import { ClientAcl } from './acl.js';
 import { type Decision, type Outcome, type Responder, type Transport, answerQuery, buildResponder, rcodeOf } from './answer.js';
 import { type Forwarder, createForwarder } from './forward.js';
-import { LogLimiter, TokenBuckets } from './limits.js';
+import { TokenBuckets } from './limits.js';
+import { LogLimiter } from '../core/log.js';
 import { type FastPath, type FastPathBinding, type FastPathDatagram, encodeFastPathTable, openFastPath } from './fastpath/index.js';
 import { HEADER_SIZE, questionForLog } from './wire.js';
 

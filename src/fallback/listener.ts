@@ -11,7 +11,7 @@ import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import type { Generation } from '../sync/mapping.js';
 import type { Resolution } from '../dns/client/resolver.js';
-import { LogLimiter } from '../dns/limits.js';
+import { LogLimiter } from '../core/log.js';
 import type { Relay, RelayAddon, RelayCloseEvent } from './relay/index.js';
 import { planTargets } from './plan.js';
 

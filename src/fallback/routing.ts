@@ -3,15 +3,11 @@
 // never takes over what is not ours: a table with other routes, or our fwmark sent to another
 // table, is refused (E_NOT_OURS) instead of replaced; remove() deletes only our exact rule and route.
 import { ApnsProxyError } from '../core/errors.js';
+import type { PolicyRouting, RoutingSpec } from '../sync/controller.js';
 
 export type IpExec = (args: string[]) => Promise<{ stdout: string; stderr: string; exitCode: number }>;
 
-export interface RoutingSpec { readonly mark: number; readonly table: number }
-
-export interface PolicyRouting {
-  ensure(spec: RoutingSpec): Promise<void>;
-  remove(spec: RoutingSpec): Promise<void>;
-}
+export type { PolicyRouting, RoutingSpec };
 
 type Json = Record<string, unknown>;
 
@@ -26,7 +22,7 @@ export const routesArgs = (table: number) => ['-j', '-4', 'route', 'show', 'tabl
 export function routesOutput(r: { stdout: string; stderr: string; exitCode: number }, table: number): string {
   if (r.exitCode === 0) return r.stdout;
   if (/table does not exist/i.test(r.stderr)) return '[]';
-  throw new ApnsProxyError('E_NFT', `ip ${routesArgs(table).join(' ')} failed: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
+  throw new ApnsProxyError('E_ROUTING', `ip ${routesArgs(table).join(' ')} failed: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
 }
 
 function parseList(json: string, what: string): Json[] {
@@ -34,9 +30,9 @@ function parseList(json: string, what: string): Json[] {
   try {
     v = JSON.parse(json.trim() || '[]');
   } catch {
-    throw new ApnsProxyError('E_NFT', `ip printed ${what} JSON we cannot parse: ${json.slice(0, 80)}`);
+    throw new ApnsProxyError('E_ROUTING', `ip printed ${what} JSON we cannot parse: ${json.slice(0, 80)}`);
   }
-  if (!Array.isArray(v)) throw new ApnsProxyError('E_NFT', `ip printed ${what} JSON that is not a list: ${json.slice(0, 80)}`);
+  if (!Array.isArray(v)) throw new ApnsProxyError('E_ROUTING', `ip printed ${what} JSON that is not a list: ${json.slice(0, 80)}`);
   return v.filter((x): x is Json => typeof x === 'object' && x !== null);
 }
 
@@ -162,7 +158,7 @@ export function ownershipProblems(spec: RoutingSpec, own: RoutingOwnership): Own
 export function createPolicyRouting(ip: IpExec): PolicyRouting {
   const must = async (args: string[]) => {
     const r = await ip(args);
-    if (r.exitCode !== 0) throw new ApnsProxyError('E_NFT', `ip ${args.join(' ')} failed: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
+    if (r.exitCode !== 0) throw new ApnsProxyError('E_ROUTING', `ip ${args.join(' ')} failed: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
     return r;
   };
   const look = async (spec: RoutingSpec) => {

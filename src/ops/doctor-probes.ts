@@ -19,7 +19,7 @@ export type Exec = (file: string, args: string[], input?: string) => Promise<{ s
 export function realPreflightProbes(exec: Exec, ip: string, nft: Pick<NftRunner, 'tableOwner'>): PreflightProbes {
   const must = async (args: string[]) => {
     const r = await exec(ip, args);
-    if (r.exitCode !== 0) throw new ApnsProxyError('E_NFT', `ip ${args.join(' ')} failed: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
+    if (r.exitCode !== 0) throw new ApnsProxyError('E_ROUTING', `ip ${args.join(' ')} failed: ${r.stderr.trim() || `exit code ${r.exitCode}`}`);
     return r.stdout;
   };
   return {

@@ -9,9 +9,16 @@ import { type CourierRecord, type Generation, type Snapshot, allowedAddress, des
 import { sortUniqueIPv4 } from '../core/net.js';
 import { type ElementMap, STAMP_PREFIX, diffElements, renderDelta, renderFullSync, renderRuleset } from '../nft/render.js';
 import type { NftRunner } from '../nft/runner.js';
-import type { PolicyRouting, RoutingSpec } from '../fallback/routing.js';
 import type { Resolution, Resolver } from '../dns/client/resolver.js';
 import type { StateStore } from './state.js';
+
+/** The fallback's policy routing as the controller drives it (fallback/routing.ts implements it). */
+export interface RoutingSpec { readonly mark: number; readonly table: number }
+
+export interface PolicyRouting {
+  ensure(spec: RoutingSpec): Promise<void>;
+  remove(spec: RoutingSpec): Promise<void>;
+}
 
 /** Even with no change seen, rewrite everything this often: repairs drift made behind our back. */
 export const FULL_SYNC_INTERVAL_MS = 3600_000;

@@ -1,7 +1,7 @@
 import test from 'ava';
 import { Controller, FULL_SYNC_INTERVAL_MS, ranges } from '../../src/sync/controller.js';
 import type { Config } from '../../src/core/config.js';
-import { memoryLogger } from '../../src/core/log.js';
+import { memoryLogger } from '../helpers/memory-logger.js';
 import type { Snapshot } from '../../src/sync/mapping.js';
 import { FakeNft } from '../helpers/fake-nft.js';
 import { renderFullSync, renderRuleset } from '../../src/nft/render.js';

@@ -1,5 +1,6 @@
 import test from 'ava';
-import { courierForVip, courierMatcher, courierName, courierNumbers, vipFor } from '../../src/core/couriers.js';
+import { courierForVip, courierName, courierNumbers, vipFor } from '../../src/core/couriers.js';
+import { courierMatcher } from '../helpers/courier-matcher.js';
 import { testConfig } from '../helpers/fixtures.js';
 
 const config = testConfig();

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
 import { startDaemon, type DaemonDeps } from '../../src/ops/daemon.js';
-import { memoryLogger } from '../../src/core/log.js';
+import { memoryLogger } from '../helpers/memory-logger.js';
 import { FakeNft } from '../helpers/fake-nft.js';
 import { createStateStore } from '../../src/sync/state.js';
 import { FakeClock, ScriptedResolver, ok, testConfig } from '../helpers/fixtures.js';

@@ -1,7 +1,7 @@
 // The pure answer logic (DESIGN §4, issue 3): every case as a table row, decoded with dns-packet.
 import test from 'ava';
 import dnsPacket from 'dns-packet';
-import { courierMatcher } from '../../src/core/couriers.js';
+import { courierMatcher } from '../helpers/courier-matcher.js';
 import {
   type Decision, type ForwardQuery, answerQuery, buildResponder, relayReply, servfail, udpLimit,
 } from '../../src/dns/answer.js';

@@ -8,7 +8,7 @@ import { runInNewContext } from 'node:vm';
 import dnsPacket from 'dns-packet';
 import { answerQuery, buildResponder, relayReply, type ForwardQuery } from '../../src/dns/answer.js';
 import { startDnsServer } from '../../src/dns/server.js';
-import { memoryLogger } from '../../src/core/log.js';
+import { memoryLogger } from '../helpers/memory-logger.js';
 import { dnsNameProblem, frameMessage } from '../../src/dns/client/exchange.js';
 import { testConfig } from '../helpers/fixtures.js';
 import { startScriptedDns } from '../helpers/scripted-dns.js';

@@ -1,7 +1,8 @@
 // Rate limiting, log throttling and the client ACL of the DNS server (pure, with a fake clock).
 import test from 'ava';
 import { ClientAcl } from '../../src/dns/acl.js';
-import { LogLimiter, TokenBuckets } from '../../src/dns/limits.js';
+import { TokenBuckets } from '../../src/dns/limits.js';
+import { LogLimiter } from '../../src/core/log.js';
 import { FakeClock } from '../helpers/fixtures.js';
 
 test('token bucket: a burst of `burst`, then `rate` per second', (t) => {

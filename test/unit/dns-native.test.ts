@@ -11,7 +11,7 @@ import type { Config } from '../../src/core/config.js';
 import { answerQuery, buildResponder, type Responder } from '../../src/dns/answer.js';
 import { encodeFastPathTable, type FastPath, type FastPathBinding, loadFastPath, openFastPath } from '../../src/dns/fastpath/index.js';
 import { type DnsServer, type DnsServerOptions, startDnsServer } from '../../src/dns/server.js';
-import { memoryLogger } from '../../src/core/log.js';
+import { memoryLogger } from '../helpers/memory-logger.js';
 import { nx, ok, testConfig } from '../helpers/fixtures.js';
 import { startScriptedDns } from '../helpers/scripted-dns.js';
 import { COOKIE, decode, optBytes, query, tcpConnect, testSnapshot, udpAsk, withAdditional } from './dns-util.js';

@@ -5,7 +5,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import type { Config } from '../../src/core/config.js';
 import { type DnsServer, startDnsServer } from '../../src/dns/server.js';
-import { memoryLogger } from '../../src/core/log.js';
+import { memoryLogger } from '../helpers/memory-logger.js';
 import { ApnsProxyError } from '../../src/core/errors.js';
 import { FrameReader, frameMessage } from '../../src/dns/client/exchange.js';
 import { FakeClock, nx, ok, testConfig } from '../helpers/fixtures.js';

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import test from 'ava';
 import type { Config } from '../../src/core/config.js';
-import { memoryLogger } from '../../src/core/log.js';
+import { memoryLogger } from '../helpers/memory-logger.js';
 import { desiredMapping } from '../../src/sync/mapping.js';
 import { DEFAULT_BACKLOG, type Fallback, listenBacklog, startFallback } from '../../src/fallback/listener.js';
 import { loadRelayAddon } from '../../src/fallback/relay/index.js';

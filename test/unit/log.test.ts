@@ -1,6 +1,6 @@
 import { PassThrough } from 'node:stream';
 import test from 'ava';
-import { createLogger } from '../../src/core/log.js';
+import { createLogger } from '../../src/cli/logger.js';
 
 function capture(level: 'info' | 'debug', format: 'text' | 'json') {
   const stream = new PassThrough();

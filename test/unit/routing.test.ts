@@ -179,10 +179,10 @@ test('remove with nothing of ours in place changes nothing', async (t) => {
   t.deepEqual(ip.tables.get(42), OPERATOR_ROUTES);
 });
 
-test('ip failing is E_NFT with its message', async (t) => {
+test('ip failing is E_ROUTING with its message', async (t) => {
   const routing = createPolicyRouting(async () => ({ stdout: '', stderr: 'RTNETLINK answers: Operation not permitted', exitCode: 2 }));
   const err = await t.throwsAsync(routing.ensure(SPEC));
-  t.is((err as ApnsProxyError).code, 'E_NFT');
+  t.is((err as ApnsProxyError).code, 'E_ROUTING');
   t.regex(err!.message, /Operation not permitted/);
 });
 
