@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // `npm run package`: builds pkg/apns-proxy_<version>_<arch>.deb with dpkg-deb. No network: the
 // production node_modules come from the local node_modules (npm prune --offline in a staged copy),
-// the native addons are prebuilt here for this architecture.
+// the native addons are prebuilt for this architecture (scripts/build-native.mjs prebuild, i.e.
+// prebuildify --napi, with Debian's hardening flags) in a temporary copy of their sources, so the
+// checkout's own builds and prebuilds are neither used nor touched.
 //
 //   node scripts/package.mjs [--no-build] [--version V] [--out DIR]
 //
-//   --no-build   skip `npm run build` and `npm run build:native` (use dist/ and the prebuilds as they are)
+//   --no-build   skip `npm run build` (use dist/ as it is; tests, right after npm test built it)
 //   --version V  the Debian version (default: package.json "version" with Debian revision -1; tests
 //                build a bumped one)
 //   --out DIR    where the .deb goes (default: pkg/)
@@ -81,16 +83,9 @@ const bins = Object.entries(typeof pkg.bin === 'string' ? { [NAME]: pkg.bin } : 
 if (bins.length === 0) die('package.json has no "bin"');
 
 // --- build ----------------------------------------------------------------------------------------
-if (build) {
-  run('npm', ['run', 'build']);
-  // prebuildify: <addon>/prebuilds/linux-<arch>/, compiled with Debian's hardening flags (node-gyp's
-  // Makefiles add CFLAGS, CPPFLAGS and LDFLAGS from the environment)
-  const flags = {};
-  for (const f of ['CFLAGS', 'CPPFLAGS', 'LDFLAGS']) {
-    flags[f] = capture('dpkg-buildflags', ['--get', f], { env: { ...process.env, DEB_BUILD_MAINT_OPTIONS: 'hardening=+all' } }).trim();
-  }
-  run('npm', ['run', 'build:native'], { env: flags });
-}
+if (build) run('npm', ['run', 'build']);
+const work = mkdtempSync(path.join(tmpdir(), 'apns-proxy-deb-'));
+process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 for (const [, rel] of bins) if (!existsSync(path.join(ROOT, rel))) die(`${rel} is missing: run npm run build`);
 if (!existsSync(path.join(ROOT, 'node_modules/.package-lock.json'))) die('node_modules is missing: run npm ci');
 
@@ -125,27 +120,40 @@ const program = packed.filter((p) => {
 });
 for (const rel of closure) if (!packed.includes(rel)) die(`${rel} is imported but package.json "files" does not publish it`);
 
-// the native addons: every directory with a binding.gyp must have its prebuild for this architecture
+// the native addons (every published directory with a binding.gyp): their published sources are
+// copied to a temporary tree and prebuilt there; the checkout's prebuilds/ are not shipped
 const addons = packed.filter((p) => p.endsWith('/binding.gyp')).map((p) => path.dirname(p));
-for (const dir of addons) {
-  const want = `${dir}/prebuilds/linux-${process.arch}/`;
-  if (!program.some((p) => p.startsWith(want) && p.endsWith('.node'))) die(`no prebuild ${want}*.node: run npm run build:native`);
+const isPrebuild = (p) => addons.some((d) => p.startsWith(`${d}/prebuilds/`));
+const shipped = program.filter((p) => !isPrebuild(p));
+const native = path.join(work, 'native');
+for (const rel of shipped.filter((p) => addons.some((d) => p.startsWith(`${d}/`)))) {
+  mkdirSync(path.dirname(path.join(native, rel)), { recursive: true });
+  copyFileSync(path.join(ROOT, rel), path.join(native, rel));
 }
-// prebuilds for other architectures do not belong in an arch-specific package
-const shipped = program.filter((p) => !/\/prebuilds\//.test(p) || p.includes(`/prebuilds/linux-${process.arch}/`));
+const flags = {};  // node-gyp's Makefiles add CFLAGS, CPPFLAGS and LDFLAGS from the environment
+for (const f of ['CFLAGS', 'CPPFLAGS', 'LDFLAGS']) {
+  flags[f] = capture('dpkg-buildflags', ['--get', f], { env: { ...process.env, DEB_BUILD_MAINT_OPTIONS: 'hardening=+all' } }).trim();
+}
+run(process.execPath, [path.join(ROOT, 'scripts/build-native.mjs'), 'prebuild', '--root', native], { env: flags });
+const prebuilds = [];
+for (const dir of addons) {
+  const sub = `${dir}/prebuilds/linux-${process.arch}`;
+  const found = existsSync(path.join(native, sub)) ? readdirSync(path.join(native, sub)).filter((f) => f.endsWith('.node')) : [];
+  if (found.length === 0) die(`no prebuild in ${sub} after scripts/build-native.mjs prebuild`);
+  prebuilds.push(...found.map((f) => `${sub}/${f}`));
+}
 
 // --- stage --------------------------------------------------------------------------------------------
-const work = mkdtempSync(path.join(tmpdir(), 'apns-proxy-deb-'));
 const stage = path.join(work, 'root');
-process.on('exit', () => rmSync(work, { recursive: true, force: true }));
 const lib = path.join(stage, LIB.slice(1));
-const put = (rel, mode = 0o644) => {
+const put = (rel, mode = 0o644, from = ROOT) => {
   const dest = path.join(lib, rel);
   mkdirSync(path.dirname(dest), { recursive: true });
-  copyFileSync(path.join(ROOT, rel), dest);
+  copyFileSync(path.join(from, rel), dest);
   chmodSync(dest, mode);
 };
 for (const rel of shipped) put(rel);
+for (const rel of prebuilds) put(rel, 0o644, native);
 for (const [, rel] of bins) chmodSync(path.join(lib, rel), 0o755);
 
 // production dependencies: a copy of the local node_modules, pruned offline without install scripts
