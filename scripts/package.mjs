@@ -208,7 +208,7 @@ const mainBin = bins.find(([n]) => n === NAME)?.[1] ?? bins[0][1];
 const unitSrc = readFileSync(path.join(ROOT, 'systemd/apns-proxy.service'), 'utf8');
 if (!/^ExecStart=\/usr\/bin\/node \/opt\/apns-proxy\//m.test(unitSrc)) die('systemd/apns-proxy.service: ExecStart is not "/usr/bin/node /opt/apns-proxy/…"');
 const unit = unitSrc
-  .replace(/^(# scripts\/install\.sh installs this file)/m, `# The Debian package installs this file as /lib/systemd/system/apns-proxy.service (the program in\n# ${LIB}); $1`)
+  .replace(/^(# scripts\/install\.sh installs this file)/m, `# The Debian package installs this file as /lib/systemd/system/apns-proxy.service, with the program\n# in ${LIB}; its prerm runs \`apns-proxy flush\` on dpkg -r (not on upgrade).\n$1`)
   .replace(/^ExecStart=\/usr\/bin\/node \/opt\/apns-proxy\/\S+/m, `ExecStart=/usr/bin/node ${LIB}/${mainBin}`)
   .replace(/^Documentation=file:\/\/\/opt\/apns-proxy\/README\.md$/m, `Documentation=file:///usr/share/doc/${NAME}/README.md`)
   .replace(/^Documentation=.*$/m, (l) => `${l}\nDocumentation=man:${NAME}(1)`);

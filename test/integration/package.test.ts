@@ -145,6 +145,10 @@ test.serial('dpkg -i without network: enabled, not started; the installed render
   if (existsSync('/usr/bin/deb-systemd-helper')) {
     t.true(present(['/etc/systemd/system/multi-user.target.wants/apns-proxy.service']).length === 1, 'enabled (wants symlink)');
   }
+  // the installed unit as systemd reads it (ExecStart's node, the man page of Documentation=)
+  const verify = await execa('systemd-analyze', ['verify', '/lib/systemd/system/apns-proxy.service'], { reject: false, timeout: 60_000 });
+  t.is(verify.exitCode, 0, verify.stderr);
+  t.is(`${verify.stdout}${verify.stderr}`.trim(), '', 'no warnings');
   const render = await inNs(ns, '/usr/bin/apns-proxy', ['render', '--config', CONFIG]);
   t.is(render.exitCode, 0, render.stderr);
   t.regex(render.stdout, /table inet apns_proxy/);
