@@ -5,7 +5,8 @@
 #   scripts/setup.sh lab|test
 #
 #   OS packages  lab:  nftables, iproute2, dnsutils (dig), procps (sysctl)
-#                test: the same plus knot-dnsutils (kdig), systemd (systemd-analyze), util-linux (setpriv)
+#                test: the same plus knot-dnsutils (kdig), systemd (systemd-analyze), util-linux (setpriv),
+#                      dpkg-dev, binutils and lintian (the Debian package test)
 #                and make, g++, python3 when the native addons still have to be compiled (no prebuild)
 #   npm deps     npm ci, when node_modules is missing or older than package-lock.json
 #   addons       npm run build:native (prebuildify), when src/dns/fastpath or src/fallback/relay has neither
@@ -53,6 +54,10 @@ if [ "$what" = test ]; then
   have kdig || pkgs+=(knot-dnsutils)
   have systemd-analyze || pkgs+=(systemd)
   have setpriv || pkgs+=(util-linux)
+  # the Debian package test: npm run package (dpkg-shlibdeps, dpkg-buildflags, strip), lintian
+  have dpkg-shlibdeps || pkgs+=(dpkg-dev)
+  have strip || pkgs+=(binutils)
+  have lintian || pkgs+=(lintian)
 fi
 npm_ci=0
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm_ci=1; fi
