@@ -9,6 +9,7 @@
 // skips) without them.
 import anyTest, { type TestFn } from 'ava';
 import { type HaLab, createHaLab, holderCheck, startHolder } from '../../lab/ha.js';
+import { distPath, nodeBin } from '../helpers/lab.js';
 
 const test = anyTest as TestFn;
 const N = 500;
@@ -30,6 +31,12 @@ async function digUntil(ha: HaLab, name: string, deadline: number): Promise<stri
   return answer;
 }
 
+/** `apns-proxy doctor` in a router's namespace: its pair lines (check: level message). */
+async function doctorPair(ha: HaLab, name: 'a' | 'b'): Promise<string> {
+  const r = await ha.lab.exec(ha.ns[name], nodeBin(), [distPath('src/cli.js'), 'doctor', '--config', ha.routers[name].configFile], { reject: false, timeoutMs: 30_000 });
+  return r.stdout.split('\n').filter((l) => /^(ok  |WARN|FAIL)  (pair|conntrackd|keepalived)/.test(l)).join('\n');
+}
+
 async function upPair(conntrackd: boolean): Promise<HaLab> {
   const ha = await createHaLab();
   try {
@@ -47,6 +54,16 @@ test.serial(`pair: ${N} held connections survive a hard primary failure and the 
   t.timeout(180_000);
   const ha = await upPair(true);
   try {
+    const [docA, docB] = [await doctorPair(ha, 'a'), await doctorPair(ha, 'b')];
+    t.regex(docA, /^ok {4}pair snat: .*203\.0\.113\.1$/m);
+    t.regex(docA, /^ok {4}keepalived: MASTER for/m);
+    t.regex(docA, /^ok {4}conntrackd: conntrackd syncs over sync/m);
+    t.regex(docA, /^ok {4}pair address: this router is primary and holds 203\.0\.113\.1$/m);
+    t.is(docA.match(/^ok {4}pair sysctl/gm)?.length, 2, docA);
+    t.notRegex(docA, /^(FAIL|WARN)/m, docA);
+    t.regex(docB, /^ok {4}keepalived: BACKUP for/m);
+    t.regex(docB, /^ok {4}pair address: this router is BACKUP; the peer holds 203\.0\.113\.1$/m);
+    t.notRegex(docB, /^(FAIL|WARN)/m, docB);
     const { proc, held } = await startHolder(ha, N);
     t.is(held.held, N, JSON.stringify(held));
     const before = await holderCheck(proc, 'before', 10_000);
@@ -99,6 +116,7 @@ test.serial('negative control: without conntrackd the same failover loses the co
     t.is(held.held, n);
     t.is((await holderCheck(proc, 'before', 10_000)).ok, n);
     t.is(await ha.vipFlows('b'), 0, 'nothing synced');
+    t.regex(await doctorPair(ha, 'b'), /^FAIL {2}conntrackd: conntrackd \(config .*\) does not answer/m, 'doctor sees it');
     const t0 = Date.now();
     await ha.kill('a');
     const failover = holderCheck(proc, 'failover', WINDOW_MS - (Date.now() - t0));
