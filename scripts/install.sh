@@ -15,6 +15,11 @@
 # restarted onto the new version (the kernel map stays in place meanwhile); --now also starts a
 # stopped one. It does not start the service by default: review config.json first.
 #
+# --ha [--router a|b]: also one router of a pair (README "Running a pair"): /etc/apns-proxy/ha/notify.sh,
+# /etc/sysctl.d/apns-proxy-ha.conf, /etc/apns-proxy/ha/pair.json (an example, ONLY if none exists); with
+# --router, /etc/keepalived/keepalived.conf and /etc/conntrackd/conntrackd.conf rendered from pair.json
+# (an existing file not rendered by us is kept, the new one written next to it as *.apns-proxy).
+#
 # --root DIR (or DESTDIR=DIR) installs into DIR as if it were / and touches nothing of the running
 # system (tests, image builds). PREFIX, BINDIR and APNS_PROXY_NODE (--node) may also be given in
 # the environment.
@@ -25,7 +30,7 @@ ROOT=${DESTDIR:-}
 PREFIX=${PREFIX:-/opt/apns-proxy}
 BINDIR=${BINDIR:-/usr/local/bin}
 NODE_BIN=${APNS_PROXY_NODE:-}
-START=0 ENABLE=1 KERNEL=1
+START=0 ENABLE=1 KERNEL=1 HA=0 HA_ROUTER=
 
 say() { printf 'install: %s\n' "$*"; }
 die() { printf 'install: %s\n' "$*" >&2; exit 1; }
@@ -40,11 +45,15 @@ while [ $# -gt 0 ]; do
     --now) START=1; shift ;;
     --no-enable) ENABLE=0; shift ;;
     --no-kernel) KERNEL=0; shift ;;
+    --ha) HA=1; shift ;;
+    --router) HA_ROUTER=${2:?--router needs a or b}; shift 2 ;;
     -h|--help) usage 0 ;;
     *) printf 'install: unknown argument %s\n\n' "$1" >&2; usage 2 ;;
   esac
 done
 ROOT=${ROOT%/}
+case "$HA_ROUTER" in ''|a|b) ;; *) die "--router must be a or b, got $HA_ROUTER" ;; esac
+[ -z "$HA_ROUTER" ] || [ "$HA" = 1 ] || die "--router goes with --ha"
 case "$PREFIX$BINDIR" in *' '*) die "PREFIX and BINDIR must not contain spaces" ;; esac
 case "$PREFIX" in /*) ;; *) die "--prefix must be absolute, got $PREFIX" ;; esac
 case "$BINDIR" in /*) ;; *) die "--bindir must be absolute, got $BINDIR" ;; esac
@@ -100,7 +109,7 @@ trap 'rm -rf "$stage" "$old"' EXIT
 mkdir -p "$(dirname "$dest")"
 rm -rf "$stage"
 mkdir -p "$stage/dist"
-cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/README.md" "$SRC/nft" "$SRC/systemd" "$SRC/scripts" "$stage/"
+cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/README.md" "$SRC/nft" "$SRC/systemd" "$SRC/scripts" "$SRC/contrib" "$stage/"
 cp -a "$SRC/dist/src" "$stage/dist/"
 rm -rf "$stage/dist/src/lab"  # the lab runs from a checkout (it needs the test fixtures)
 for a in "${addons[@]}"; do  # where dist/src/.../index.js loads them from (node-gyp-build)
@@ -186,6 +195,48 @@ sed -e "s#/usr/bin/node #$node #" -e "s#/opt/apns-proxy#$PREFIX#g" "$SRC/systemd
 install -D -m 644 "$SRC/systemd/sysctl.d/apns-proxy.conf" "$ROOT/etc/sysctl.d/apns-proxy.conf"
 install -D -m 644 "$SRC/systemd/modules-load.d/apns-proxy.conf" "$ROOT/etc/modules-load.d/apns-proxy.conf"
 say "installed /etc/systemd/system/apns-proxy.service, /etc/sysctl.d/apns-proxy.conf, /etc/modules-load.d/apns-proxy.conf"
+
+# --- a router pair (--ha): keepalived, conntrackd, the notify script, the sysctls -------------------
+if [ "$HA" = 1 ]; then
+  ha=$ROOT/etc/apns-proxy/ha
+  mkdir -p "$ha"
+  install -m 755 "$SRC/contrib/ha/notify.sh" "$ha/notify.sh"
+  install -D -m 644 "$SRC/contrib/ha/sysctl.conf" "$ROOT/etc/sysctl.d/apns-proxy-ha.conf"
+  say "installed /etc/apns-proxy/ha/notify.sh, /etc/sysctl.d/apns-proxy-ha.conf"
+  if [ ! -e "$ha/pair.json" ]; then
+    "$node" --input-type=module -e "
+      const { EXAMPLE_PAIR } = await import('$dest/dist/src/ops/ha/render.js');
+      process.stdout.write(JSON.stringify(EXAMPLE_PAIR, null, 2) + '\n');" > "$ha/pair.json"
+    say "wrote /etc/apns-proxy/ha/pair.json (an example: edit it to your addresses and interfaces, the same file on both routers)"
+  fi
+  if [ -n "$HA_ROUTER" ]; then
+    # an existing file that we did not render is kept; ours go next to it
+    ha_target() {
+      local target=$ROOT/etc/$1
+      mkdir -p "$(dirname "$target")"
+      if [ -e "$target" ] && ! grep -q 'of an apns-proxy pair' "$target"; then
+        say "kept /etc/$1 (not ours): the rendered one is /etc/$1.apns-proxy" >&2
+        target=$target.apns-proxy
+      fi
+      printf '%s\n' "$target"
+    }
+    out_keepalived=$(ha_target keepalived/keepalived.conf)
+    out_conntrackd=$(ha_target conntrackd/conntrackd.conf)
+    "$node" "$dest/dist/src/ops/ha/cli.js" --pair "$ha/pair.json" --router "$HA_ROUTER" --notify /etc/apns-proxy/ha/notify.sh \
+      --keepalived "$out_keepalived" --conntrackd "$out_conntrackd" 2>"$ha/.keys.$$" \
+      || { cat "$ha/.keys.$$" >&2; rm -f "$ha/.keys.$$"; die "cannot render the pair's configuration from /etc/apns-proxy/ha/pair.json"; }
+    say "rendered keepalived and conntrackd configuration for router $HA_ROUTER from /etc/apns-proxy/ha/pair.json"
+    sed 's/^/install: /' "$ha/.keys.$$"
+    rm -f "$ha/.keys.$$"
+  else
+    say "then: scripts/install.sh --ha --router a (or b) renders keepalived.conf and conntrackd.conf from pair.json"
+  fi
+  if [ "$LIVE" = 1 ] && [ "$KERNEL" = 1 ]; then
+    sysctl -q -p /etc/sysctl.d/apns-proxy-ha.conf >/dev/null 2>&1 \
+      && say "applied /etc/sysctl.d/apns-proxy-ha.conf (nf_conntrack_tcp_loose=0, ip_nonlocal_bind=1)" \
+      || say "note: /etc/sysctl.d/apns-proxy-ha.conf applies once nf_conntrack is loaded (at the latest at boot)"
+  fi
+fi
 
 if [ "$LIVE" = 0 ]; then
   say "--root $ROOT: the running system (kernel settings, systemd) was not touched"

@@ -7,6 +7,8 @@
 #   OS packages  lab:  nftables, iproute2, dnsutils (dig), procps (sysctl)
 #                test: the same plus knot-dnsutils (kdig), systemd (systemd-analyze), util-linux (setpriv),
 #                      dpkg-dev, binutils and lintian (the Debian package test)
+#                lab --ha and test: keepalived, conntrackd, conntrack (the router pair); they run only inside
+#                the lab's namespaces: their system services are neither started nor enabled here
 #                and make, g++, python3 when the native addons still have to be compiled (no prebuild)
 #   npm deps     npm ci, when node_modules is missing or older than package-lock.json
 #   addons       npm run build:native (prebuildify), when src/dns/fastpath or src/fallback/relay has neither
@@ -50,6 +52,13 @@ have nft || pkgs+=(nftables)
 have ip || pkgs+=(iproute2)
 have dig || pkgs+=(dnsutils)
 have sysctl || pkgs+=(procps)
+ha_pkgs=()
+if [ "$what" = test ] || [ "${LAB_HA:-}" = 1 ]; then
+  have keepalived || ha_pkgs+=(keepalived)
+  have conntrackd || ha_pkgs+=(conntrackd)
+  have conntrack || ha_pkgs+=(conntrack)
+  pkgs+=("${ha_pkgs[@]}")
+fi
 if [ "$what" = test ]; then
   have kdig || pkgs+=(knot-dnsutils)
   have systemd-analyze || pkgs+=(systemd)
@@ -71,8 +80,18 @@ if [ ${#pkgs[@]} -gt 0 ]; then
   if [ "$(id -u)" -eq 0 ] && have apt-get; then
     say "installing ${pkgs[*]} (apt-get)"
     export DEBIAN_FRONTEND=noninteractive
+    # keepalived and conntrackd must not run as system services here (the lab runs its own, per
+    # namespace): a policy-rc.d that refuses every start while apt installs, then disable them.
+    norc=0
+    if [ ${#ha_pkgs[@]} -gt 0 ] && [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && norc=1
+    fi
     { apt-get update -qq && apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null; } \
-      || { say "apt-get install ${pkgs[*]} failed"; exit 1; }
+      || { [ "$norc" = 0 ] || rm -f /usr/sbin/policy-rc.d; say "apt-get install ${pkgs[*]} failed"; exit 1; }
+    [ "$norc" = 0 ] || rm -f /usr/sbin/policy-rc.d
+    if [ ${#ha_pkgs[@]} -gt 0 ] && have systemctl; then
+      systemctl disable keepalived.service conntrackd.service >/dev/null 2>&1 || true
+    fi
   elif [ "$what" = lab ]; then
     say "missing: ${pkgs[*]} — install them (as root: apt-get install ${pkgs[*]}) and run again"
     exit 1

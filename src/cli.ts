@@ -24,6 +24,7 @@ import { formatStatus, statusRows } from './ops/status.js';
 import { systemTool } from './core/tools.js';
 import { formatFindings, runDoctor } from './ops/doctor.js';
 import { realPreflightProbes, realProbes } from './ops/doctor-probes.js';
+import { realPairProbes } from './ops/ha/doctor.js';
 import { formatProblem, preflight, type PreflightOptions, type Problem } from './ops/preflight.js';
 
 const USAGE = `usage: apns-proxy <command> [--config PATH]
@@ -229,7 +230,8 @@ async function doctor(configPath: string, devicesText: string | undefined): Prom
       return errorMessage(err);
     }
   };
-  const probes = realProbes(config, execTool, { nft: systemTool('nft'), ip: systemTool('ip') }, native, realNft());
+  const base = realProbes(config, execTool, { nft: systemTool('nft'), ip: systemTool('ip') }, native, realNft());
+  const probes = config.ha.enabled ? { ...base, pair: realPairProbes(execTool, { conntrackd: systemTool('conntrackd') }, base) } : base;
   const findings = [{ check: 'config', level: 'ok' as const, message: `${configPath} is valid` }, ...await runDoctor(config, probes, { devices })];
   process.stdout.write(formatFindings(findings));
   return findings.some((f) => f.level === 'fail') ? 1 : 0;

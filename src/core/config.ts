@@ -2,7 +2,7 @@
 // Every problem is reported as one ConfigError naming the dotted key and the bad value.
 import cron from 'node-cron';
 import { ConfigError } from './errors.js';
-import { type Cidr4, type HostPort, formatHostPort, parseCidr4, parseHostPort } from './net.js';
+import { type Cidr4, type HostPort, formatHostPort, parseCidr4, parseHostPort, parseIPv4 } from './net.js';
 
 export interface Config {
   readonly vipPrefix: Cidr4;                 // always a /24
@@ -34,7 +34,11 @@ export interface Config {
     readonly idleTimeoutSeconds: number;  // APNs connections are long-lived and mostly idle
     readonly maxConnections: number;
   };
-  readonly nft: { readonly table: string; readonly masquerade: boolean };
+  // snat: the shared upstream-side address of a router pair; when set, our flows are source-NATed to it
+  // instead of masqueraded (it takes precedence over masquerade; README "Running a pair").
+  readonly nft: { readonly table: string; readonly masquerade: boolean; readonly snat: string | null };
+  // A router pair (keepalived + conntrackd): doctor checks the pair when enabled (src/ops/ha/doctor.ts).
+  readonly ha: { readonly enabled: boolean; readonly conntrackdConfig: string; readonly stateFile: string };
   readonly metrics: { readonly listen: readonly HostPort[] };  // Prometheus /metrics and /healthz; [] = off
   readonly stateDir: string;
   readonly log: { readonly level: LogLevel; readonly format: 'text' | 'json' };
@@ -69,7 +73,8 @@ export const DEFAULTS = {
     enabled: true, port: 15223, mark: 42, table: 42,
     resolveTimeoutMs: 1000, connectTimeoutMs: 3000, idleTimeoutSeconds: 4 * 3600, maxConnections: 8192,
   },
-  nft: { table: 'apns_proxy', masquerade: true },
+  nft: { table: 'apns_proxy', masquerade: true, snat: null as string | null },
+  ha: { enabled: false, conntrackdConfig: '/etc/conntrackd/conntrackd.conf', stateFile: '/run/apns-proxy/ha-state' },
   metrics: { listen: ['127.0.0.1:9523'] },
   stateDir: '/var/lib/apns-proxy',
   log: { level: 'info', format: 'text' },
@@ -241,7 +246,24 @@ export function parseConfig(raw: unknown): Config {
   if (!/^[A-Za-z][A-Za-z0-9_]{0,31}$/.test(tableName)) {
     throw new ConfigError('nft.table', tableName, 'must be a letter followed by up to 31 letters, digits or underscores');
   }
-  const nft = { table: tableName, masquerade: bool(pick(n, 'masquerade', DEFAULTS.nft.masquerade), 'nft.masquerade') };
+  const snatRaw = n['snat'] ?? null;  // null (the default) = no shared address
+  if (snatRaw !== null && (typeof snatRaw !== 'string' || parseIPv4(snatRaw) === undefined)) {
+    throw new ConfigError('nft.snat', snatRaw, 'must be null or an IPv4 address (the pair\'s shared upstream-side address), like 203.0.113.1');
+  }
+  const nft = { table: tableName, masquerade: bool(pick(n, 'masquerade', DEFAULTS.nft.masquerade), 'nft.masquerade'), snat: snatRaw };
+
+  const h = section(raw, 'ha', 'ha');
+  checkKeys(h, DEFAULTS.ha, 'ha');
+  const absPath = (v: unknown, key: string): string => {
+    const t = str(v, key);
+    if (!t.startsWith('/')) throw new ConfigError(key, v, 'must be an absolute path');
+    return t;
+  };
+  const ha = {
+    enabled: bool(pick(h, 'enabled', DEFAULTS.ha.enabled), 'ha.enabled'),
+    conntrackdConfig: absPath(pick(h, 'conntrackdConfig', DEFAULTS.ha.conntrackdConfig), 'ha.conntrackdConfig'),
+    stateFile: absPath(pick(h, 'stateFile', DEFAULTS.ha.stateFile), 'ha.stateFile'),
+  };
 
   const m = section(raw, 'metrics', 'metrics');
   checkKeys(m, DEFAULTS.metrics, 'metrics');
@@ -262,7 +284,7 @@ export function parseConfig(raw: unknown): Config {
   checkCrossFields({ vipPrefix, upstreamDns, allowedUpstreamNets, dns }, get('upstreamDns') as unknown[], get('allowedUpstreamNets') as unknown[]);
 
   return Object.freeze({
-    vipPrefix, ports, couriers, upstreamDns, allowedUpstreamNets, resolver, dns, refresh, fallback, nft, metrics,
+    vipPrefix, ports, couriers, upstreamDns, allowedUpstreamNets, resolver, dns, refresh, fallback, nft, ha, metrics,
     stateDir: stateDir.replace(/\/+$/, '') || '/', log: { level: level as LogLevel, format: format as 'text' | 'json' },
   });
 }

@@ -23,7 +23,13 @@ type RulesetConfig = Pick<Config, 'vipPrefix' | 'ports' | 'nft' | 'fallback'>;
  * process can tell from the live kernel whether the static part is exactly what it would write.
  */
 export function renderRuleset(config: RulesetConfig, template: string = rulesetTemplate()): { text: string; stamp: string } {
-  const features: Record<string, boolean> = { masquerade: config.nft.masquerade, fallback: config.fallback.enabled };
+  const snat = config.nft.snat;  // a shared source address takes precedence over masquerade
+  const features: Record<string, boolean> = {
+    masquerade: config.nft.masquerade && snat === null,
+    snat: snat !== null,
+    srcnat: config.nft.masquerade || snat !== null,
+    fallback: config.fallback.enabled,
+  };
   const values: Record<string, string> = {
     table: config.nft.table,
     prefix: config.vipPrefix.text,
@@ -31,6 +37,7 @@ export function renderRuleset(config: RulesetConfig, template: string = rulesetT
     slots: String(SLOTS),
     mark: `0x${config.fallback.mark.toString(16)}`,
     fallbackPort: String(config.fallback.port),
+    snat: snat ?? '',
   };
   const lines: string[] = [];
   for (const line of template.split('\n')) {

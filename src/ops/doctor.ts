@@ -7,6 +7,7 @@ import { routingOwnership } from '../fallback/routing.js';
 import { formatHostPort, type HostPort } from '../core/net.js';
 import { type LocalAddress, type PreflightProbes, dnsLoopProblems, nftTableProblems, routingProblems, vipPrefixProblems } from './preflight.js';
 import type { Resolution } from '../dns/client/resolver.js';
+import { type PairProbes, pairFindings } from './ha/doctor.js';
 
 export type Level = 'ok' | 'warn' | 'fail';
 
@@ -32,6 +33,8 @@ export interface DoctorProbes extends PreflightProbes {
   resolve(server: HostPort, name: string): Promise<Resolution>;
   /** null when the native helper loads, else why not. */
   native(): string | null;
+  /** a router pair's probes (config ha.enabled), src/ops/ha/doctor.ts */
+  pair?: PairProbes;
 }
 
 export interface DoctorOptions { readonly devices: number }
@@ -76,7 +79,7 @@ export async function runDoctor(config: Config, p: DoctorProbes, opts: DoctorOpt
   const missing: { name: string; modules: string; error: string }[] = [];
   for (const f of FEATURES) {
     if (!config.fallback.enabled && f.modules.match(/tproxy|socket/)) continue;
-    if (!config.nft.masquerade && f.modules === 'nft_masq') continue;
+    if ((!config.nft.masquerade || config.nft.snat !== null) && f.modules === 'nft_masq') continue;
     const err = await p.nftCheck(featureScript(f.chain));
     if (err !== null) missing.push({ ...f, error: err.split('\n')[0] ?? err });
   }
@@ -173,6 +176,10 @@ export async function runDoctor(config: Config, p: DoctorProbes, opts: DoctorOpt
     } else {
       add('upstream dns', 'ok', `${where} answers ${name}: ${r.kind === 'ok' ? r.addresses.join(',') : r.kind.toUpperCase()}`);
     }
+  }
+  if (config.ha.enabled) {
+    if (p.pair) out.push(...await pairFindings(config, p.pair));
+    else add('pair', 'warn', 'ha.enabled, but the pair could not be checked here');
   }
   return out;
 }

@@ -307,6 +307,41 @@ test.serial('uninstall flushes the table and policy routing, keeps the config; -
   t.regex(again.stdout, /nothing to flush/);
 });
 
+test.serial('install --ha --router: notify script, sysctls, example pair.json, rendered keepalived and conntrackd (a foreign file kept)', async (t) => {
+  const { EXAMPLE_PAIR, DEFAULT_PATHS, renderConntrackd, renderKeepalived } = await import('../../src/ops/ha/render.js');
+  const root = path.join(t.context.tmp, 'root-ha');
+  mkdirSync(path.join(root, 'etc/keepalived'), { recursive: true });
+  writeFileSync(path.join(root, 'etc/keepalived/keepalived.conf'), '# somebody else\'s\n');
+  t.not((await sh(INSTALL, ['--root', root, '--router', 'a'])).exitCode, 0, '--router without --ha is refused');
+  const r = await sh(INSTALL, ['--root', root, '--ha', '--router', 'a']);
+  t.is(r.exitCode, 0, r.stderr + r.stdout);
+  const etc = (f: string) => path.join(root, 'etc', f);
+  t.is(statSync(etc('apns-proxy/ha/notify.sh')).mode & 0o777, 0o755);
+  t.is(readFileSync(etc('apns-proxy/ha/notify.sh'), 'utf8'), readFileSync(path.join(REPO, 'contrib/ha/notify.sh'), 'utf8'));
+  t.is(readFileSync(etc('sysctl.d/apns-proxy-ha.conf'), 'utf8'), readFileSync(path.join(REPO, 'contrib/ha/sysctl.conf'), 'utf8'));
+  t.deepEqual(JSON.parse(readFileSync(etc('apns-proxy/ha/pair.json'), 'utf8')), JSON.parse(JSON.stringify(EXAMPLE_PAIR)));
+  const tpl = (f: string) => readFileSync(path.join(REPO, 'contrib/ha', f), 'utf8');
+  t.is(readFileSync(etc('conntrackd/conntrackd.conf'), 'utf8'), renderConntrackd(tpl('conntrackd.conf.in'), EXAMPLE_PAIR, 'a', DEFAULT_PATHS));
+  t.is(readFileSync(etc('keepalived/keepalived.conf'), 'utf8'), '# somebody else\'s\n', 'a foreign keepalived.conf is kept');
+  t.is(readFileSync(etc('keepalived/keepalived.conf.apns-proxy'), 'utf8'), renderKeepalived(tpl('keepalived.conf.in'), EXAMPLE_PAIR, 'a', DEFAULT_PATHS));
+  t.regex(r.stdout, /"snat": "203\.0\.113\.1"/, 'prints the config keys both routers need');
+  t.true(existsSync(path.join(root, 'opt/apns-proxy/contrib/ha/keepalived.conf.in')));
+
+  // pair.json is never overwritten; router b renders from the edited file; our own file is replaced
+  const edited = { ...EXAMPLE_PAIR, routers: { ...EXAMPLE_PAIR.routers, b: { ...EXAMPLE_PAIR.routers.b, priority: 99 } } };
+  writeFileSync(etc('apns-proxy/ha/pair.json'), JSON.stringify(edited));
+  const b = await sh(INSTALL, ['--root', root, '--ha', '--router', 'b']);
+  t.is(b.exitCode, 0, b.stderr + b.stdout);
+  t.deepEqual(JSON.parse(readFileSync(etc('apns-proxy/ha/pair.json'), 'utf8')), JSON.parse(JSON.stringify(edited)));
+  t.regex(readFileSync(etc('keepalived/keepalived.conf.apns-proxy'), 'utf8'), /\tpriority 99\n/);
+  t.regex(readFileSync(etc('conntrackd/conntrackd.conf'), 'utf8'), /IPv4_address 198\.51\.100\.2\n\t\tIPv4_Destination_Address 198\.51\.100\.1\n/);
+  // a broken pair.json stops the install with the key named
+  writeFileSync(etc('apns-proxy/ha/pair.json'), JSON.stringify({ ...edited, vrid: { client: 5, upstream: 5 } }));
+  const bad = await sh(INSTALL, ['--root', root, '--ha', '--router', 'b']);
+  t.not(bad.exitCode, 0);
+  t.regex(bad.stderr, /pair\.vrid\.upstream/);
+});
+
 test.serial('README: the configuration block is the code\'s defaults, and every key has a row', (t) => {
   const readme = readFileSync(path.join(REPO, 'README.md'), 'utf8');
   const section = readme.slice(readme.indexOf('\n## Configuration\n'), readme.indexOf('\n## ', readme.indexOf('\n## Configuration\n') + 5));

@@ -23,7 +23,7 @@ test('defaults fill every key of the contract', (t) => {
     enabled: true, port: 15223, mark: 42, table: 42,
     resolveTimeoutMs: 1000, connectTimeoutMs: 3000, idleTimeoutSeconds: 14400, maxConnections: 8192,
   });
-  t.deepEqual(c.nft, { table: 'apns_proxy', masquerade: true });
+  t.deepEqual(c.nft, { table: 'apns_proxy', masquerade: true, snat: null });
   t.is(c.stateDir, '/var/lib/apns-proxy');
   t.deepEqual(c.log, { level: 'info', format: 'text' });
 });
@@ -39,7 +39,7 @@ test('values given replace defaults, sections merge key by key', (t) => {
   t.deepEqual(c.upstreamDns, [{ host: '203.0.113.53', port: 5353, family: 4 }, { host: '2001:db8::1', port: 53, family: 6 }]);
   t.is(c.dns.ttl, 5);
   t.deepEqual(c.dns.listen, [{ host: '0.0.0.0', port: 53, family: 4 }]);
-  t.deepEqual(c.nft, { table: 'apns_proxy', masquerade: false });
+  t.deepEqual(c.nft, { table: 'apns_proxy', masquerade: false, snat: null });
 });
 
 // Each row: the bad input, the key the error must name, and the value it must show.
@@ -82,6 +82,10 @@ const bad: [string, unknown, string, string][] = [
   ['bool as string', { fallback: { enabled: 'yes' } }, 'fallback.enabled', '"yes"'],
   ['nft table name', { nft: { table: 'apns-proxy' } }, 'nft.table', '"apns-proxy"'],
   ['relative stateDir', { stateDir: 'var/lib' }, 'stateDir', '"var/lib"'],
+  ['snat not an address', { nft: { snat: '203.0.113.0/24' } }, 'nft.snat', '"203.0.113.0/24"'],
+  ['snat a number', { nft: { snat: 1 } }, 'nft.snat', '1'],
+  ['ha relative path', { ha: { conntrackdConfig: 'conntrackd.conf' } }, 'ha.conntrackdConfig', '"conntrackd.conf"'],
+  ['ha unknown key', { ha: { keepalived: true } }, 'ha.keepalived', 'true'],
   ['log level', { log: { level: 'verbose' } }, 'log.level', '"verbose"'],
   ['log format', { log: { format: 'xml' } }, 'log.format', '"xml"'],
   ['section not an object', { dns: [] }, 'dns', '[]'],
@@ -136,4 +140,14 @@ test('the README default config is still valid', (t) => {
   const blocks = [...readme.matchAll(/```json\n([\s\S]*?)```/g)].map((m) => m[1]!).filter((b) => b.includes('"vipPrefix"'));
   t.true(blocks.length > 0, 'the README shows a config');
   for (const b of blocks) t.notThrows(() => parseConfig(JSON.parse(b)));
+});
+
+test('a router pair: nft.snat and the ha section (defaults: no shared address, no pair)', (t) => {
+  const d = parseConfig({});
+  t.is(d.nft.snat, null);
+  t.deepEqual(d.ha, { enabled: false, conntrackdConfig: '/etc/conntrackd/conntrackd.conf', stateFile: '/run/apns-proxy/ha-state' });
+  t.is(parseConfig({ nft: { snat: null } }).nft.snat, null);
+  const c = parseConfig({ nft: { snat: '203.0.113.1' }, ha: { enabled: true, stateFile: '/tmp/x/state' } });
+  t.deepEqual(c.nft, { table: 'apns_proxy', masquerade: true, snat: '203.0.113.1' });
+  t.deepEqual(c.ha, { enabled: true, conntrackdConfig: '/etc/conntrackd/conntrackd.conf', stateFile: '/tmp/x/state' });
 });

@@ -38,6 +38,18 @@ test('masquerade and fallback can be switched off; the stamp follows the rules',
   t.true(on.text.includes(`comment "${on.stamp}"`));
 });
 
+test('nft.snat: source NAT to the shared address instead of masquerade (precedence), invalid packets of our flows dropped', (t) => {
+  const pair = renderRuleset(testConfig({ nft: { snat: '203.0.113.1' } }), TEMPLATE);
+  t.regex(pair.text, /\n\t\tct status dnat ct original ip daddr 198\.18\.100\.0\/24 snat ip to 203\.0\.113\.1\n/);
+  t.notRegex(pair.text, /masquerade/, 'snat takes precedence over nft.masquerade (true by default)');
+  t.regex(pair.text, /chain pair \{\n\t\ttype filter hook prerouting priority dstnat - 10; policy accept;\n\t\tip daddr \{ 198\.18\.100\.0\/24, 203\.0\.113\.1 \} ct state invalid drop\n\t\}/);
+  const both = renderRuleset(testConfig({ nft: { snat: '203.0.113.1', masquerade: false } }), TEMPLATE);
+  t.is(both.text, pair.text.replace(pair.stamp, both.stamp));
+  t.not(pair.stamp, renderRuleset(testConfig(), TEMPLATE).stamp);
+  const single = renderRuleset(testConfig(), TEMPLATE);
+  t.notRegex(single.text, /snat|chain pair|invalid/, 'a single router is unchanged');
+});
+
 test('ports and prefix come from config', (t) => {
   const { text } = renderRuleset(testConfig({ ports: [5223], vipPrefix: '198.18.7.0/24' }), TEMPLATE);
   t.regex(text, /ip daddr 198\.18\.7\.0\/24 tcp dport \{ 5223 \} dnat/);
