@@ -11,7 +11,7 @@ import { parseArgs } from 'node:util';
 import { errorMessage } from '../../core/errors.js';
 import { DEFAULT_PATHS, pairConfigKeys, parsePair, renderConntrackd, renderKeepalived } from './render.js';
 
-const CONTRIB = new URL('../../../contrib/ha/', import.meta.url);
+const CONTRIB = new URL('../../../../contrib/ha/', import.meta.url);  // dist/src/ops/ha/ → <root>/contrib/ha/
 
 function writeAtomic(file: string, text: string): void {
   writeFileSync(`${file}.tmp`, text, { mode: 0o644 });
