@@ -6,7 +6,8 @@
 #   PREFIX (/opt/apns-proxy)  the program: dist/src, production node_modules, the native addons, nft/,
 #                             systemd/, scripts/, README.md — replaced as a whole on every run
 #   BINDIR (/usr/local/bin)   `apns-proxy` symlink to PREFIX/dist/src/cli.js
-#   /etc/apns-proxy/          config.json with every key at its default, written ONLY if none exists;
+#   /etc/apns-proxy/          config.json with every key at its default, written ONLY if none exists
+#                             ("$schema" first: PREFIX/config.schema.json, for editors);
 #                             README.md (what to edit; rewritten on every run)
 #   /etc/systemd/system/apns-proxy.service, /etc/sysctl.d/apns-proxy.conf, /etc/modules-load.d/apns-proxy.conf
 #
@@ -109,7 +110,7 @@ trap 'rm -rf "$stage" "$old"' EXIT
 mkdir -p "$(dirname "$dest")"
 rm -rf "$stage"
 mkdir -p "$stage/dist"
-cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/README.md" "$SRC/nft" "$SRC/systemd" "$SRC/scripts" "$SRC/contrib" "$stage/"
+cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/README.md" "$SRC/config.schema.json" "$SRC/nft" "$SRC/systemd" "$SRC/scripts" "$SRC/contrib" "$stage/"
 cp -a "$SRC/dist/src" "$stage/dist/"
 rm -rf "$stage/dist/src/lab"  # the lab runs from a checkout (it needs the test fixtures)
 for a in "${addons[@]}"; do  # where dist/src/.../index.js loads them from (node-gyp-build)
@@ -150,10 +151,12 @@ if [ -e "$etc/config.json" ]; then
   say "kept the existing /etc/apns-proxy/config.json"
 else
   # JSON has no comments and the validator rejects unknown keys: the file holds every key at its
-  # default, generated from the installed code; README.md next to it says what to edit.
+  # default, generated from the installed code, after "$schema" naming the installed JSON Schema
+  # (an editor then completes keys, shows their meaning and default, and flags bad values);
+  # README.md next to it says what to edit.
   "$node" --input-type=module -e "
-    const { DEFAULTS } = await import('$dest/dist/src/config.js');
-    process.stdout.write(JSON.stringify(DEFAULTS, null, 2) + '\n');" > "$etc/config.json.tmp"
+    const { defaultConfigText } = await import('$dest/dist/src/core/config.js');
+    process.stdout.write(defaultConfigText('file://$PREFIX/config.schema.json'));" > "$etc/config.json.tmp"
   chmod 644 "$etc/config.json.tmp"
   mv "$etc/config.json.tmp" "$etc/config.json"
   say "wrote /etc/apns-proxy/config.json (every key at its default; see /etc/apns-proxy/README.md)"
@@ -180,7 +183,10 @@ Check and apply:
     systemctl reload apns-proxy     # SIGHUP: re-read; an invalid file is logged and the old one kept
     systemctl restart apns-proxy    # needed for dns.listen, fallback.enabled/port and stateDir changes
 
-Every key is explained in $PREFIX/README.md, section "Configuration".
+Every key is explained in $PREFIX/README.md, section "Configuration", and in its JSON Schema,
+$PREFIX/config.schema.json, which config.json names in "\$schema": an editor that reads JSON Schema
+(VS Code, or any editor with a JSON language server) completes the keys, shows each one's meaning
+and default, and marks bad values as you type.
 EOF
 chmod 644 "$etc/README.md"
 if ! "$node" "$dest/dist/src/cli.js" render --config "$etc/config.json" >/dev/null 2>"$etc/.check.$$"; then

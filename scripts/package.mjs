@@ -18,11 +18,13 @@
 // files around needs no change here.
 //
 //   /usr/lib/apns-proxy/                 the program: dist/…, nft/, the addons' binding sources and
-//                                        prebuilds/linux-<arch>/, package.json, production node_modules
+//                                        prebuilds/linux-<arch>/, package.json, production node_modules,
+//                                        config.schema.json (config.json's JSON Schema)
 //   /usr/bin/apns-proxy                  symlink to the bin entry
 //   /lib/systemd/system/apns-proxy.service   systemd/apns-proxy.service with the package's paths
 //   /usr/lib/sysctl.d/apns-proxy.conf, /usr/lib/modules-load.d/apns-proxy.conf
-//   /etc/apns-proxy/config.json          conffile: every key at its default (as scripts/install.sh writes it)
+//   /etc/apns-proxy/config.json          conffile: "$schema" (the schema above), then every key at its
+//                                        default (as scripts/install.sh writes it)
 //   /usr/share/doc/apns-proxy/           README.md, copyright (machine-readable), changelog.Debian.gz
 //   /usr/share/man/man1/apns-proxy.1.gz  from `apns-proxy --help`
 //   /usr/share/lintian/overrides/apns-proxy   packaging/deb/lintian-overrides
@@ -223,12 +225,15 @@ file(`lib/systemd/system/${NAME}.service`, unit);
 file(`usr/lib/sysctl.d/${NAME}.conf`, readFileSync(path.join(ROOT, 'systemd/sysctl.d/apns-proxy.conf')));
 file(`usr/lib/modules-load.d/${NAME}.conf`, readFileSync(path.join(ROOT, 'systemd/modules-load.d/apns-proxy.conf')));
 
-// the default configuration: the module that exports DEFAULTS, from the staged program itself
-const configModules = [...closure].filter((r) => /^export const DEFAULTS\b/m.test(readFileSync(path.join(ROOT, r), 'utf8')));
-if (configModules.length !== 1) die(`expected one module exporting DEFAULTS, found ${configModules.length}`);
+// the default configuration: written by the staged program itself (the module that exports
+// defaultConfigText), "$schema" naming the JSON Schema the package ships (package.json "files")
+const configModules = [...closure].filter((r) => /^export function defaultConfigText\b/m.test(readFileSync(path.join(ROOT, r), 'utf8')));
+if (configModules.length !== 1) die(`expected one module exporting defaultConfigText, found ${configModules.length}`);
+const SCHEMA = `${LIB}/config.schema.json`;
+if (!existsSync(path.join(stage, SCHEMA))) die(`${SCHEMA} is not in the package: package.json "files" must list config.schema.json`);
 const defaults = capture(process.execPath, ['--input-type=module', '-e',
-  `const { DEFAULTS } = await import(${JSON.stringify(path.join(lib, configModules[0]))});
-   process.stdout.write(JSON.stringify(DEFAULTS, null, 2) + '\\n');`]);
+  `const { defaultConfigText } = await import(${JSON.stringify(path.join(lib, configModules[0]))});
+   process.stdout.write(defaultConfigText(${JSON.stringify(`file://${SCHEMA}`)}));`]);
 file(`etc/${NAME}/config.json`, defaults);
 // the staged program runs: it validates its own defaults and loads its addons
 const check = spawnSync(process.execPath, [path.join(lib, mainBin), 'render', '--config', path.join(stage, `etc/${NAME}/config.json`)], { encoding: 'utf8' });

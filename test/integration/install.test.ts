@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { execa } from 'execa';
-import { DEFAULTS, parseConfig, parseConfigText } from '../../src/core/config.js';
+import { DEFAULTS, defaultConfigText, parseConfig, parseConfigText } from '../../src/core/config.js';
 import { type Lab, createLab, distPath, nodeBin, repoRoot } from '../helpers/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; tmp: string }>;
@@ -208,7 +208,15 @@ test.serial('install into a temp root twice: same tree, the config written once 
   t.is(readlinkSync(path.join(root, 'usr/local/bin/apns-proxy')), '/opt/apns-proxy/dist/src/cli.js');
   const configText = readFileSync(path.join(root, 'etc/apns-proxy/config.json'), 'utf8');
   t.deepEqual(parseConfigText(configText, 'config.json'), parseConfig({}), 'the defaults, valid');
-  t.deepEqual(JSON.parse(configText), JSON.parse(JSON.stringify(DEFAULTS)), 'every key spelled out');
+  const { $schema, ...written } = JSON.parse(configText) as Record<string, unknown>;
+  t.deepEqual(written, JSON.parse(JSON.stringify(DEFAULTS)), 'every key spelled out');
+  t.true(configText.startsWith('{\n  "$schema": '), '"$schema" is the first key');
+  t.is($schema, 'file:///opt/apns-proxy/config.schema.json');
+  t.is(configText, defaultConfigText('file:///opt/apns-proxy/config.schema.json'));
+  // the schema it names is installed there, the one the repository publishes
+  t.is(readFileSync(path.join(prefix, 'config.schema.json'), 'utf8'), readFileSync(path.join(REPO, 'config.schema.json'), 'utf8'));
+  t.is((statSync(path.join(prefix, 'config.schema.json')).mode & 0o777).toString(8), '644');
+  t.regex(readFileSync(path.join(root, 'etc/apns-proxy/README.md'), 'utf8'), /\/opt\/apns-proxy\/config\.schema\.json, which config\.json names in "\$schema"/);
   t.regex(readFileSync(path.join(root, 'etc/apns-proxy/README.md'), 'utf8'), /dns\.listen/);
   const unit = readFileSync(path.join(root, 'etc/systemd/system/apns-proxy.service'), 'utf8');
   t.regex(unit, new RegExp(`^ExecStart=${nodeBin().replace(/[.]/g, '\\.')} /opt/apns-proxy/dist/src/cli\\.js run --config /etc/apns-proxy/config\\.json$`, 'm'));
@@ -247,6 +255,8 @@ test.serial('install: other prefix and bindir are written into the unit and the 
   const unit = readFileSync(path.join(root, 'etc/systemd/system/apns-proxy.service'), 'utf8');
   t.regex(unit, /^ExecStart=\S+ \/srv\/apx\/dist\/src\/cli\.js run /m);
   t.false(unit.includes('/opt/apns-proxy'));
+  t.is((JSON.parse(readFileSync(path.join(root, 'etc/apns-proxy/config.json'), 'utf8')) as { $schema: string }).$schema, 'file:///srv/apx/config.schema.json');
+  t.true(existsSync(path.join(root, 'srv/apx/config.schema.json')));
   const u = await sh(UNINSTALL, ['--root', root, '--prefix', '/srv/apx', '--bindir', '/usr/sbin', '--purge']);
   t.is(u.exitCode, 0, u.stderr);
   t.false(existsSync(path.join(root, 'srv/apx')));
