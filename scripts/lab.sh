@@ -3,7 +3,7 @@
 #
 # On a fresh Debian/Ubuntu machine, as root, it first installs whatever is missing (scripts/setup.sh:
 # nftables, iproute2, dnsutils, procps, the npm dependencies, the native addon), builds when a .ts
-# file is newer than the compiled lab, then runs dist/src/lab/demo.js with the arguments. Everything
+# file is newer than the compiled lab, then runs dist/lab/demo.js (lab/demo.ts) with the arguments. Everything
 # the lab does stays inside the network namespaces it creates; `down` removes a lab left up with --keep.
 #
 # LAB_NO_SETUP=1 installs no npm dependencies and builds nothing (it fails if they are missing):
@@ -15,11 +15,11 @@ say() { printf 'lab: %s\n' "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || { say "needs root (it creates network namespaces and nftables tables): sudo npm run lab"; exit 1; }
 bash scripts/setup.sh lab
 
-lab=dist/src/lab/demo.js
+lab=dist/lab/demo.js
 if [ "${LAB_NO_SETUP:-}" = 1 ]; then
   [ -f "$lab" ] || { say "LAB_NO_SETUP=1 but $lab is missing: run npm run build first"; exit 1; }
 elif [ ! -f "$lab" ] || [ tsconfig.json -nt "$lab" ] \
-  || [ -n "$(find src test bench -name '*.ts' -newer "$lab" -print -quit 2>/dev/null)" ]; then
+  || [ -n "$(find src lab test bench -name '*.ts' -newer "$lab" -print -quit 2>/dev/null)" ]; then
   say "building (tsc)"
   # tsc emits every file even when some part of the tree has type errors: report them, and stop
   # only if the lab itself was not built.

@@ -9,7 +9,7 @@ import path from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { execa } from 'execa';
 import { DEFAULTS, parseConfig, parseConfigText } from '../../src/core/config.js';
-import { type Lab, createLab, distPath, nodeBin, repoRoot } from '../helpers/lab.js';
+import { type Lab, createLab, distPath, nodeBin, repoRoot } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; tmp: string }>;
 const REPO = repoRoot();
