@@ -146,7 +146,7 @@ else
   # JSON has no comments and the validator rejects unknown keys: the file holds every key at its
   # default, generated from the installed code; README.md next to it says what to edit.
   "$node" --input-type=module -e "
-    const { DEFAULTS } = await import('$dest/dist/src/config.js');
+    const { DEFAULTS } = await import('$dest/dist/src/core/config.js');
     process.stdout.write(JSON.stringify(DEFAULTS, null, 2) + '\n');" > "$etc/config.json.tmp"
   chmod 644 "$etc/config.json.tmp"
   mv "$etc/config.json.tmp" "$etc/config.json"
