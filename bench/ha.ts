@@ -11,7 +11,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { type HaLab, createHaLab, holderCheck, startHolder } from '../lab/ha.js';
-import type { LabProcess } from '../test/helpers/lab.js';
+import type { LabProcess } from '../lab/lab.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: number): number => { const i = args.indexOf(name); return i === -1 ? def : Number(args[i + 1]); };

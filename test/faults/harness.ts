@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../helpers/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../../lab/lab.js';
 import type { Scenario } from '../fixtures/fake-apple.js';
 import { addressByKey } from '../../src/nft/elements.js';
 

@@ -4,7 +4,7 @@ import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';
-import { type Lab, createLab, nodeBin, repoRoot, writeLabConfig } from '../helpers/lab.js';
+import { type Lab, createLab, nodeBin, repoRoot, writeLabConfig } from '../../lab/lab.js';
 import { addressByKey } from '../../src/nft/elements.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string; stateDir: string }>;

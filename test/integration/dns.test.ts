@@ -6,7 +6,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import anyTest, { type TestFn } from 'ava';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin } from '../helpers/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string; daemon: LabProcess }>;
 const CLI = distPath('src/cli.js');

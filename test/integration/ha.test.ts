@@ -9,7 +9,7 @@
 // skips) without them.
 import anyTest, { type TestFn } from 'ava';
 import { type HaLab, createHaLab, holderCheck, startHolder } from '../../lab/ha.js';
-import { distPath, nodeBin } from '../helpers/lab.js';
+import { distPath, nodeBin } from '../../lab/lab.js';
 
 const test = anyTest as TestFn;
 const N = 500;

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { execa } from 'execa';
-import { repoRoot } from '../helpers/lab.js';
+import { repoRoot } from '../../lab/lab.js';
 import { systemTool } from '../../src/core/tools.js';
 
 const test = anyTest as TestFn<{ tmp: string; ns: string; deb: string; before: string }>;
