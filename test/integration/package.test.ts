@@ -8,6 +8,7 @@
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import anyTest, { type TestFn } from 'ava';
 import { execa } from 'execa';
 import { repoRoot } from '../../lab/lab.js';
@@ -119,8 +120,9 @@ test.serial('npm run package: the .deb holds the program, its production depende
   const unit = readFileSync(path.join(x, 'lib/systemd/system/apns-proxy.service'), 'utf8');
   t.regex(unit, /^ExecStart=\/usr\/bin\/node \/usr\/lib\/apns-proxy\/dist\/src\/cli\.js run --config \/etc\/apns-proxy\/config\.json$/m);
   for (const d of ['DynamicUser=yes', 'ProtectSystem=strict', 'CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE', 'NoNewPrivileges=yes']) t.true(unit.includes(`\n${d}\n`), d);
-  const defaults = await execa(process.execPath, ['--input-type=module', '-e', `const { DEFAULTS } = await import(${JSON.stringify(path.join(REPO, 'dist/src/config.js'))}); process.stdout.write(JSON.stringify(DEFAULTS, null, 2) + '\\n');`]);
-  t.is(readFileSync(path.join(x, 'etc/apns-proxy/config.json'), 'utf8'), `${defaults.stdout}\n`, 'the defaults, as scripts/install.sh writes them');
+  const { defaultConfigText } = await import(pathToFileURL(path.join(REPO, 'dist/src/core/config.js')).href) as typeof import('../../src/core/config.js');
+  t.is(readFileSync(path.join(x, 'etc/apns-proxy/config.json'), 'utf8'), defaultConfigText('file:///usr/lib/apns-proxy/config.schema.json'),
+    'the defaults after "$schema" naming the shipped JSON Schema, as scripts/install.sh writes them');
   t.regex(readFileSync(path.join(x, 'usr/share/doc/apns-proxy/copyright'), 'utf8'), /^Format: https:\/\/www\.debian\.org\/doc\/packaging-manuals\/copyright-format\/1\.0\/$/m);
 
   const lint = await execa('lintian', ['--no-cfg', deb], { reject: false, timeout: 300_000 });
