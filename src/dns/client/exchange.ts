@@ -165,13 +165,13 @@ interface Started {
 function runAttempt<T>(ctx: Attempt, start: (settle: Settle<T>) => Started): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     let done = false;
-    let timer: NodeJS.Timeout | undefined;
     let started: Started | undefined;
+    let waiting: AbortSignal | undefined;  // the caller's signal or the time left, whichever aborts first
+    let left: AbortSignal | undefined;     // held here: AbortSignal.any keeps its sources only weakly
     const finish = (fn: () => void): void => {
       if (done) return;
       done = true;
-      if (timer) clearTimeout(timer);
-      ctx.signal?.removeEventListener('abort', onAbort);
+      waiting?.removeEventListener('abort', onAbort);
       started?.close();
       fn();
     };
@@ -179,18 +179,19 @@ function runAttempt<T>(ctx: Attempt, start: (settle: Settle<T>) => Started): Pro
       ok: (value) => finish(() => resolve(value)),
       fail: (err) => finish(() => reject(err)),
     };
-    const onAbort = (): void => settle.fail(ctx.signal?.reason);
-    // libuv timers may fire a little early against performance.now(): re-arm until really due
-    const arm = (): void => {
-      const left = ctx.deadline - performance.now();
-      timer = setTimeout(() => {
-        if (ctx.deadline - performance.now() > 0) arm();
-        else settle.fail(started?.timeoutError());
-      }, Math.max(0, Math.ceil(left)));
+    const wait = (): void => {
+      left = AbortSignal.timeout(Math.max(1, Math.ceil(ctx.deadline - performance.now())));
+      waiting = ctx.signal ? AbortSignal.any([ctx.signal, left]) : left;
+      waiting.addEventListener('abort', onAbort, { once: true });
     };
+    function onAbort(): void {
+      if (ctx.signal?.aborted) return settle.fail(ctx.signal.reason);
+      // libuv timers may fire a little early against performance.now(): wait again until really due
+      if (ctx.deadline - performance.now() > 0) return wait();
+      settle.fail(started?.timeoutError());
+    }
     if (ctx.signal?.aborted) return reject(ctx.signal.reason);
-    ctx.signal?.addEventListener('abort', onAbort, { once: true });
-    arm();
+    wait();
     try {
       started = start(settle);
       if (done) started.close();  // settled synchronously inside start()
