@@ -163,15 +163,18 @@ interface Started {
 
 /** Runs one transport attempt with the shared deadline and abort signal; settles once and cleans up. */
 function runAttempt<T>(ctx: Attempt, start: (settle: Settle<T>) => Started): Promise<T> {
+  // A timer we can clear and a listener we remove: AbortSignal.timeout cannot be cancelled (a pending
+  // timer per query for its whole budget) and AbortSignal.any keeps a dependent on the forwarder's
+  // long-lived signal per query; under a flood both showed as RSS growth.
   return new Promise<T>((resolve, reject) => {
     let done = false;
+    let timer: NodeJS.Timeout | undefined;
     let started: Started | undefined;
-    let waiting: AbortSignal | undefined;  // the caller's signal or the time left, whichever aborts first
-    let left: AbortSignal | undefined;     // held here: AbortSignal.any keeps its sources only weakly
     const finish = (fn: () => void): void => {
       if (done) return;
       done = true;
-      waiting?.removeEventListener('abort', onAbort);
+      if (timer) clearTimeout(timer);
+      ctx.signal?.removeEventListener('abort', onAbort);
       started?.close();
       fn();
     };
@@ -179,19 +182,18 @@ function runAttempt<T>(ctx: Attempt, start: (settle: Settle<T>) => Started): Pro
       ok: (value) => finish(() => resolve(value)),
       fail: (err) => finish(() => reject(err)),
     };
-    const wait = (): void => {
-      left = AbortSignal.timeout(Math.max(1, Math.ceil(ctx.deadline - performance.now())));
-      waiting = ctx.signal ? AbortSignal.any([ctx.signal, left]) : left;
-      waiting.addEventListener('abort', onAbort, { once: true });
+    const onAbort = (): void => settle.fail(ctx.signal?.reason);
+    // libuv timers may fire a little early against performance.now(): re-arm until really due
+    const arm = (): void => {
+      const left = ctx.deadline - performance.now();
+      timer = setTimeout(() => {
+        if (ctx.deadline - performance.now() > 0) arm();
+        else settle.fail(started?.timeoutError());
+      }, Math.max(0, Math.ceil(left)));
     };
-    function onAbort(): void {
-      if (ctx.signal?.aborted) return settle.fail(ctx.signal.reason);
-      // libuv timers may fire a little early against performance.now(): wait again until really due
-      if (ctx.deadline - performance.now() > 0) return wait();
-      settle.fail(started?.timeoutError());
-    }
     if (ctx.signal?.aborted) return reject(ctx.signal.reason);
-    wait();
+    ctx.signal?.addEventListener('abort', onAbort, { once: true });
+    arm();
     try {
       started = start(settle);
       if (done) started.close();  // settled synchronously inside start()
