@@ -1,4 +1,4 @@
-// The router-pair lab (issue 13, DESIGN §8/§9): two apns-proxy routers with keepalived and
+// The router-pair lab: two apns-proxy routers with keepalived and
 // conntrackd between a client-side switch and an upstream-side switch, with a sync link.
 //
 //   <base>-c  client    c0 192.0.2.2/24, default via 192.0.2.1 (the shared client-side address)
@@ -25,7 +25,7 @@ import { systemTool } from '../src/core/tools.js';
 
 const IP = systemTool('ip');
 
-/** The lab's pair: DESIGN §9 addresses, the lab's interface names. */
+/** The lab's pair: the test address plan, the lab's interface names. */
 export function labPair(over: Partial<Pair> = {}): Pair {
   const r = (name: RouterName) => ({
     ...EXAMPLE_PAIR.routers[name],

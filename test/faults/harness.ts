@@ -1,4 +1,4 @@
-// Shared pieces of the fault suite (issue 10): start the daemon in the lab's router namespace, read
+// Shared pieces of the fault suite: start the daemon in the lab's router namespace, read
 // the kernel map, fetch /metrics and /healthz, ask DNS from the client, and ONE invariant check used
 // by every test: assertMapInvariant.
 import { join } from 'node:path';

@@ -1,4 +1,4 @@
-// Issue 2 end to end: the real `apns-proxy` in a router namespace programs the kernel, and a client
+// The core end to end: the real `apns-proxy` in a router namespace programs the kernel, and a client
 // namespace reaches simulated courier servers through VIPs. Needs root; fails (never skips) without.
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';

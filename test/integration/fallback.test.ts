@@ -1,4 +1,4 @@
-// Issue 4 end to end: couriers the kernel map cannot serve are caught by TPROXY and served by
+// The fallback end to end: couriers the kernel map cannot serve are caught by TPROXY and served by
 // the daemon's transparent listener and native relay. Needs root; fails (never skips) without.
 import anyTest, { type TestFn } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';

@@ -1,4 +1,4 @@
-// Issue 13: a router pair with the real keepalived and conntrackd (Debian packages), in namespaces
+// A router pair with the real keepalived and conntrackd (Debian packages), in namespaces
 // (lab/ha.ts: two routers between a client-side and an upstream-side switch, a sync link, the
 // simulated Apple upstream). 500 held device connections through the kernel path of the primary;
 // the primary dies hard (links down, every process SIGKILLed); within 10 s every connection echoes

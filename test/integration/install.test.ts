@@ -1,4 +1,4 @@
-// Issue 5 items 3 and 4: the systemd unit and scripts/install.sh / uninstall.sh, for the parts that
+// The appliance: the systemd unit and scripts/install.sh / uninstall.sh, for the parts that
 // need no running systemd. The unit is checked by systemd-analyze, and its privileges for real: the
 // daemon runs in a lab router namespace as a uid without a passwd entry (like DynamicUser=) holding
 // only the unit's capabilities. The scripts install into a temp root (--root), twice; uninstall's

@@ -1,4 +1,4 @@
-// Issue 5 items 1 and 2: `npm run lab -- --check` runs the lab demo non-interactively and asserts the
+// The lab demo: `npm run lab -- --check` runs the lab demo non-interactively and asserts the
 // whole path (router DNS → VIP → kernel or fallback → courier server, the upstream-silent failure,
 // last-known-good, the fallback serving a never-resolved courier). Also --keep and `lab down`.
 // Needs root; fails (never skips) without. LAB_NO_SETUP=1: `npm test` has just built the tree.

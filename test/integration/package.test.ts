@@ -1,4 +1,4 @@
-// Issue 14 point 1: the Debian package (`npm run package`, scripts/package.mjs, packaging/deb/).
+// The Debian package (`npm run package`, scripts/package.mjs, packaging/deb/).
 // Builds the .deb (and a version-bumped one), checks it with lintian, then installs it on this
 // machine for real with dpkg, inside a network namespace that has only a loopback: no network, and
 // what the maintainer scripts do to the kernel (sysctls, the flush on remove) happens to that

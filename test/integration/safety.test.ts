@@ -1,4 +1,4 @@
-// Issue 10 against the real kernel in the lab's router namespace: configuration never destroys
+// Safety against the real kernel in the lab's router namespace: configuration never destroys
 // state that is not ours (an operator's nft table, routes in the fallback's table), and risky
 // combinations are refused with exit code 2 before anything is touched. Needs root; never skips.
 import { join } from 'node:path';
