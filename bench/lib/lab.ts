@@ -43,6 +43,8 @@ export interface Lab {
   bg(ns: string, name: string, argv: readonly string[], opts?: { stdin?: boolean }): Bg;
   readonly fakeApple: LabProcess;
   setScenario(s: Scenario): Promise<void>;
+  /** The scenario last set (so a step can change one courier and keep the rest). */
+  readonly scenario: Scenario;
   destroy(): Promise<void>;
 }
 
@@ -102,6 +104,7 @@ export async function createLab(opts: { keepDir?: boolean } = {}): Promise<Lab> 
       return path.join(net.dir, 'logs', `${name}-${k}.log`);
     };
     const apple = await startFakeApple(net, {}, { logFile: logFile('fake-apple') });
+    let current: Scenario = {};
     return {
       base: net.base, ns, dir: net.dir, root,
       bin: (name) => {
@@ -112,7 +115,11 @@ export async function createLab(opts: { keepDir?: boolean } = {}): Promise<Lab> 
       exec: (n, argv, o) => run(inNs(n, argv), o),
       bg: (n, name, argv, o) => new Bg(name, inNs(n, argv), logFile(name), o),
       fakeApple: apple.process,
-      setScenario: apple.setScenario,
+      setScenario: async (s: Scenario) => {
+        await apple.setScenario(s);
+        current = s;
+      },
+      get scenario() { return current; },
       destroy,
     };
   } catch (err) {

@@ -40,7 +40,8 @@ export function apnsConfig(lab: Lab, name: string, last: number, maxConnections 
     allowedUpstreamNets: ['203.0.113.0/24'],
     resolver: { timeoutMs: 1000 },
     dns: { listen: [] },
-    refresh: { schedule: '0 0 1 1 *' },   // once a year: only the refreshes the benchmark asks for
+    // once a year: only the refreshes the benchmark asks for; last-known-good is not kept (holdOnFallback)
+    refresh: { schedule: '0 0 1 1 *', maxStaleSeconds: 0 },
     fallback: { enabled: true, maxConnections },
     stateDir,
     log: { level: 'info' },
@@ -79,21 +80,21 @@ export async function vipElements(lab: Lab, n: number): Promise<string[]> {
 }
 
 /**
- * Puts courier n on the fallback path: deletes its elements from the live map, so new connections
- * to its VIP miss the DNAT lookup and TPROXY hands them to the daemon (exactly what happens to a
- * courier with no mapping). The daemon does not notice (it diffs against what it last applied) and
- * puts them back only when n's addresses change or at its hourly full sync.
+ * Puts courier n on the fallback path the way a real outage does: its DNS starts answering REFUSED
+ * and a refresh runs; with refresh.maxStaleSeconds 0 its last-known-good is too old to stay in the
+ * map, so it leaves the map (the daemon repairs any element deleted by hand, so that no longer works).
+ * New connections to its VIP miss the DNAT lookup; TPROXY hands them to the daemon, whose lookup
+ * fails at once (REFUSED: one DNS query per connection) and which connects to the last-known-good.
  */
-export async function holdOnFallback(lab: Lab, n: number): Promise<void> {
-  const keys = await vipElements(lab, n);
-  if (keys.length > 0) {
-    await lab.exec(lab.ns.r, ['nft', `delete element inet apns_proxy couriers4 { ${keys.join(', ')} }`]);
-  }
-  await sleep(300);
-  if ((await vipElements(lab, n)).length > 0) throw new Error(`courier ${n} is back in the kernel map: it would not take the fallback path`);
+export async function holdOnFallback(lab: Lab, cfg: ApnsConfig, n: number): Promise<void> {
+  await lab.setScenario({ ...lab.scenario, perCourier: { ...(lab.scenario.perCourier ?? {}), [String(n)]: 'refused' } });
+  await cli(lab, cfg, ['refresh']);
+  if ((await vipElements(lab, n)).length > 0) throw new Error(`courier ${n} is still in the kernel map: it would not take the fallback path`);
 }
 
 export class Daemon {
+  private scenarioBefore: Scenario | undefined;  // restored on stop when a courier was held on the fallback
+
   private constructor(readonly proc: Bg, readonly cfg: ApnsConfig) {}
 
   /**
@@ -108,7 +109,10 @@ export class Daemon {
     try {
       await proc.waitFor(new RegExp(`refresh: ${expectFresh} fresh, 0 stale`), 60000);
       await proc.waitFor(/fallback: listening/, 10000);
-      if (fallbackCourier !== undefined) await holdOnFallback(lab, fallbackCourier);
+      if (fallbackCourier !== undefined) {
+        d.scenarioBefore = lab.scenario;
+        await holdOnFallback(lab, cfg, fallbackCourier);
+      }
       await sleep(settleMs);
     } catch (err) {
       await d.stop(lab);
@@ -124,6 +128,7 @@ export class Daemon {
   /** SIGTERM, then `apns-proxy flush` (table and policy routing) and an empty conntrack table. */
   async stop(lab: Lab): Promise<void> {
     await this.proc.stop(10000);
+    if (this.scenarioBefore !== undefined) await lab.setScenario(this.scenarioBefore);
     await cli(lab, this.cfg, ['flush']);
     await conntrackFlush(lab, lab.ns.r);
   }

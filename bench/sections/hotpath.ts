@@ -108,7 +108,7 @@ export async function measureHotpath(lab: Lab, opts: HotOptions, log: (s: string
     `wrk (keep-alive):      ${wrkArgv('TARGET', HTTP_PORT, { ...w, close: false }).join(' ')}`,
     `iperf3 (one stream):   ${iperfArgv('TARGET', BULK_PORT, opts.tputSeconds).join(' ')}   (server: iperf3 -s -4 -p ${BULK_PORT} -1 on the courier side)`,
     `courier side: bench/out/bin/httpd --port ${HTTP_PORT} --threads 2 (HTTP/1.1, 2-byte body, closes after the answer on "Connection: close")`,
-    `daemon: ${cliArgv(lab, cfg, 'run').slice(1).join(' ').replace(lab.root + '/', '').replace(lab.dir, '$LAB')} (couriers 1..${LIVE}, 8 addresses each; fallback courier ${FALLBACK_COURIER} has its map elements deleted; measured from ${DAEMON_SETTLE_MS / 1000} s after start, once its start-up GC is over)`,
+    `daemon: ${cliArgv(lab, cfg, 'run').slice(1).join(' ').replace(lab.root + '/', '').replace(lab.dir, '$LAB')} (couriers 1..${LIVE}, 8 addresses each; fallback courier ${FALLBACK_COURIER} answers REFUSED and has left the map (refresh.maxStaleSeconds 0); measured from ${DAEMON_SETTLE_MS / 1000} s after start, once its start-up GC is over)`,
     `TARGET: ${ALL_MODES.filter((m) => opts.modes.includes(m)).map((m) => `${m} ${TARGET[m]}`).join(', ')}`,
   ];
 
