@@ -13,13 +13,13 @@ import { startDaemon } from './ops/daemon.js';
 import { ApnsProxyError, ConfigError, errorMessage } from './core/errors.js';
 import { type Logger } from './core/log.js';
 import { createLogger } from './cli/logger.js';
-import { desiredElements, desiredMapping } from './sync/mapping.js';
+import { desiredElements, desiredMapping, desiredPorts } from './sync/mapping.js';
 import { renderFlush, renderFullSync, renderRuleset } from './nft/render.js';
 import { createNftRunner, type NftRunner } from './nft/runner.js';
 import { createResolver, type Resolver } from './dns/client/resolver.js';
 import { loadRelayAddon } from './fallback/relay/index.js';
 import { createPolicyRouting, type PolicyRouting } from './fallback/routing.js';
-import { createStateStore } from './sync/state.js';
+import { createStateStore, recordsOf } from './sync/state.js';
 import { formatStatus, statusRows } from './ops/status.js';
 import { systemTool } from './core/tools.js';
 import { formatFindings, runDoctor } from './ops/doctor.js';
@@ -32,7 +32,8 @@ const USAGE = `usage: apns-proxy <command> [--config PATH]
 commands:
   run             the daemon: program last-known-good, then refresh on schedule
   refresh         one resolve-and-program cycle (asks the daemon when one runs)
-  status [--json] couriers, VIPs, addresses, state and age, from state and the kernel
+  status [--json] every name of every set: VIP, state, age, addresses, new connections,
+                  from state and the kernel
   render          print the nft script a full sync would apply (needs no root)
   doctor          check kernel features, sysctls, routing, ports and upstream DNS;
                   each problem with the command that fixes it (--devices N: expected devices)
@@ -41,6 +42,7 @@ commands:
 options:
   --config PATH   configuration file (default ${DEFAULT_CONFIG_PATH})
   --json          machine-readable output (status)
+  --wide          status: one table of every name with every column
   -h, --help      this text
 `;
 
@@ -108,7 +110,7 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string' }, json: { type: 'boolean' }, devices: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { config: { type: 'string' }, json: { type: 'boolean' }, wide: { type: 'boolean' }, devices: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   const command = positionals[0];
   if (values.help || command === undefined || command === 'help') {
@@ -125,10 +127,10 @@ async function main(argv: string[]): Promise<number> {
     case 'render': {
       // Elements from last-known-good state, so the output is what a daemon start would apply.
       const state = await createStateStore(config.stateDir).load().catch(() => null);
-      const previous = new Map((state?.couriers ?? []).map((c) => [c.n, c]));
-      const { snapshot } = desiredMapping({ config, previous, now: Date.now() });
+      const previous = recordsOf(state, config.couriers.template);
+      const { snapshot } = desiredMapping({ config, previous, pool: new Map(Object.entries(state?.pool ?? {})), now: Date.now() });
       const { text } = renderRuleset(config);
-      process.stdout.write(renderFullSync(text, config.nft.table, desiredElements(snapshot)));
+      process.stdout.write(renderFullSync(text, config.nft.table, desiredElements(snapshot), [], desiredPorts(config, snapshot)));
       return 0;
     }
     case 'refresh': {
@@ -166,7 +168,7 @@ async function main(argv: string[]): Promise<number> {
       if (values.json) process.stdout.write(`${JSON.stringify({ savedAt: state?.savedAt ?? null, kernelTable: live === undefined ? 'unreadable' : live ? 'present' : 'absent', couriers: rows }, null, 1)}\n`);
       else {
         if (live === null) process.stdout.write(`kernel: table inet ${config.nft.table} is not loaded (run apns-proxy refresh)\n`);
-        process.stdout.write(formatStatus(rows));
+        process.stdout.write(formatStatus(rows, values.wide === true));
       }
       return 0;
     }

@@ -1,7 +1,7 @@
 // `apns-proxy run`: program last-known-good, then refresh on schedule; SIGHUP reloads, SIGTERM stops.
 // Real I/O (scheduler, signals, control socket) is handed in by the entry point.
 import type { Config } from '../core/config.js';
-import { courierName } from '../core/couriers.js';
+import { label } from '../sync/mapping.js';
 import { type Fallback, type FallbackDeps, startFallback } from '../fallback/listener.js';
 import type { RelayAddon } from '../fallback/relay/index.js';
 import { Controller, type ControllerDeps } from '../sync/controller.js';
@@ -99,15 +99,15 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
         logger.info(`fallback: ${why}; refreshing so the kernel takes over`);
         void controller.refresh();
       };
-      const lookup = sharedLookup((n, timeoutMs) => {
+      const lookup = sharedLookup((name: string, timeoutMs) => {
         // A connection reached the fallback although the map should serve this VIP: the kernel does
         // not hold what we applied. Rewrite the table on the next cycle.
-        if ((controller.snapshot?.couriers.get(n)?.programmed.length ?? 0) > 0) {
-          controller.forceFullSync(`the fallback caught a connection to courier ${n}, which the map should serve`);
-          askRefresh(`courier ${n} reached the fallback although it is mapped`);
+        const known = controller.snapshot?.names.get(name);
+        if ((known?.programmed.length ?? 0) > 0) {
+          controller.forceFullSync(`the fallback caught a connection to ${label(known!)}, which the map should serve`);
+          askRefresh(`${label(known!)} reached the fallback although it is mapped`);
         }
-        return deps.makeResolver({ ...config, resolver: { ...config.resolver, timeoutMs } })
-          .resolveA(courierName(config.couriers.template, n));
+        return deps.makeResolver({ ...config, resolver: { ...config.resolver, timeoutMs } }).resolveA(name);
       }, deps.clock);
       const fb = await startFallback({
         config,
@@ -115,7 +115,10 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
         logger,
         generation: () => controller.generation,
         resolveNow: lookup,
-        onResolved: (n) => askRefresh(`courier ${n} resolved at connect time`),
+        onResolved: (name) => {
+          const known = controller.snapshot?.names.get(name);
+          askRefresh(`${known ? label(known) : name} resolved at connect time`);
+        },
         ...deps.fallbackOverrides,
       });
       fallback = fb;
@@ -140,7 +143,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const scheduleTicks = () => deps.schedule(config.refresh.schedule, () => void controller.tick());
   let job = scheduleTicks();
   void controller.refresh();
-  logger.info(`running: ${config.couriers.last - config.couriers.first + 1} couriers, VIPs ${config.vipPrefix.text}, schedule "${config.refresh.schedule}"`);
+  const otherSets = config.sets.slice(1).map((s) => `${s.id} (${s.kind === 'numbered' ? `${s.last - s.first + 1} names, ${s.prefix.text}` : `${s.names.length} names`})`);
+  logger.info(`running: ${config.couriers.last - config.couriers.first + 1} couriers, VIPs ${config.vipPrefix.text}${otherSets.length ? `; other sets: ${otherSets.join(', ')}, pool ${config.vipPool.text}` : ''}, schedule "${config.refresh.schedule}"`);
 
   async function reload(): Promise<void> {
     let next: Config;
