@@ -107,6 +107,7 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
   const doExchange = opts.exchange ?? realExchange;
   const debugLines = new LogLimiter(DEBUG_LINES_PER_SECOND, 1000, clock);
   const warnLines = new LogLimiter(5, 10_000, clock);
+  const countLines = new LogLimiter(1, 600_000, clock);  // push.apple.com TXT count rewritten: once per 10 min
   const retired = new Set<Forwarder>();  // replaced by a reload, still finishing their forwards
   const counters = {
     queries: 0, rateLimited: 0, dropped: 0, forwarded: 0,
@@ -148,6 +149,9 @@ export async function startDnsServer(opts: DnsServerOptions): Promise<DnsServer>
       maxInFlight: config.dns.maxForwards,
       exchange: doExchange,
       onForward: (e) => {
+        if (e.countRewritten && countLines.take() !== undefined) {
+          logger.info(`dns: ${e.query.name} TXT said count=${e.countRewritten.from}; answered count=${e.countRewritten.to}, the couriers this router serves`);
+        }
         if (!logger.isDebug()) return;
         const held = debugLines.take();
         if (held === undefined) return;

@@ -32,6 +32,7 @@ export class Metrics {
   private lastSuccessAt: number | null = null;  // last cycle that resolved everything and was applied
   private programmedAt: number | null = null;   // last cycle the kernel accepted (or needed nothing)
   private snapshot: Snapshot | undefined;
+  private sets: readonly string[] = [];  // the configured set ids (a set with no names yet still shows zeros)
 
   constructor(private readonly sources: MetricSources = {}, private readonly clock: () => number = Date.now) {
     const registers = [this.registry];
@@ -45,6 +46,20 @@ export class Metrics {
         const counts = { fresh: 0, stale: 0, absent: 0 };
         for (const c of self.snapshot?.couriers.values() ?? []) counts[c.state]++;
         for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+    new client.Gauge({
+      name: 'apns_proxy_names', help: 'Names of every set by set and state (fresh, stale, absent) after the last accepted refresh.',
+      labelNames: ['set', 'state'], registers,
+      collect() {
+        this.reset();
+        const counts = new Map<string, { fresh: number; stale: number; absent: number }>();
+        for (const s of self.sets) counts.set(s, { fresh: 0, stale: 0, absent: 0 });
+        for (const c of self.snapshot?.names.values() ?? []) {
+          if (!counts.has(c.set)) counts.set(c.set, { fresh: 0, stale: 0, absent: 0 });
+          counts.get(c.set)![c.state]++;
+        }
+        for (const [set, byState] of counts) for (const [state, n] of Object.entries(byState)) this.set({ set, state }, n);
       },
     });
     this.refreshes = new client.Counter({ name: 'apns_proxy_refresh_total', help: 'Refresh cycles by result (ok, failed).', labelNames: ['result'], registers });
@@ -93,6 +108,7 @@ export class Metrics {
     const snapshot = generation?.snapshot;
     this.lastReport = report;
     this.snapshot = snapshot;
+    if (generation) this.sets = generation.config.sets.map((s) => s.id);
     this.refreshes.inc({ result: report.ok ? 'ok' : 'failed' });
     if (report.sync !== 'none') this.nftTransactions.inc({ kind: report.sync });
     if (report.kernel === 'refused') this.nftFailures.inc();
