@@ -96,7 +96,8 @@ export const ConfigSchema = Type.Object({
   nameSets: Type.Optional(Type.Record(Type.String({ pattern: PATTERNS.setId }), NameSetSchema, {
     description: 'Further name sets by id, merged over the defaults (sandbox couriers, the bag hosts, the provider API hosts): '
       + '{"sandbox": {"enabled": false}} turns one off; a new id adds a set. A numbered set has template/first/last/vipPrefix, an exact set names; both have tcp/udp.',
-    default: DEFAULT_NAME_SETS,
+    default: DEFAULT_NAME_SETS, additionalProperties: false,
+    errorMessage: 'set ids are a lower-case letter followed by up to 31 letters, digits, "-" or "_"',
   })),
   vipPool: text('10.100.102.0/24', 'IPv4 prefix the exact-name sets take their VIPs from: a name keeps its VIP across refreshes and restarts (state file).',
     PATTERNS.vipPrefix, 'must be an IPv4 network /16../30 like 10.100.102.0/24'),

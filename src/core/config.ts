@@ -6,7 +6,7 @@ import { Errors, type ValueError, ValueErrorType } from '@sinclair/typebox/error
 import cron from 'node-cron';
 import { type ConfigFile, ConfigSchema } from './config-schema.js';
 import { ConfigError } from './errors.js';
-import { type NameSet, PRODUCTION_SET, nameSetProblems } from './namesets.js';
+import { type NameSet, PRODUCTION_SET, maxNumber, nameSetProblems } from './namesets.js';
 import { type Cidr4, type HostPort, formatHostPort, parseCidr4, parseHostPort } from './net.js';
 
 /** Every key present (the file's shape with the defaults filled in), deeply read-only. */
@@ -89,6 +89,7 @@ function problem(e: ValueError): string {
   const s = e.schema as Record<string, unknown>;
   switch (e.type) {
     case ValueErrorType.ObjectAdditionalProperties:
+      if (s.properties === undefined) return typeof s.errorMessage === 'string' ? s.errorMessage : 'unknown key';
       return `unknown key (known here: ${Object.keys(s.properties as object).join(', ')})`;
     case ValueErrorType.Object: return 'must be an object';
     case ValueErrorType.Array: return 'must be a list';
@@ -184,11 +185,18 @@ export function parseConfig(raw: unknown): Config {
     { kind: 'numbered', id: PRODUCTION_SET, template: couriers.template, first: couriers.first, last: couriers.last, prefix: vipPrefix, tcp: [...v.ports], udp: [] },
     ...extra,
   ];
+  for (const s of sets) {
+    if (s.kind !== 'numbered' || s.last <= maxNumber(s.prefix, s.first)) continue;
+    const prod = s.id === PRODUCTION_SET;
+    throw new ConfigError(prod ? 'couriers.last' : `nameSets.${s.id}.last`, s.last,
+      `does not fit ${prod ? 'vipPrefix' : `nameSets.${s.id}.vipPrefix`} ${s.prefix.text}: ${s.first}..${maxNumber(s.prefix, s.first)} at most (no VIP may be the network or broadcast address; N = 0 takes broadcast − 1)`);
+  }
   const problems = nameSetProblems(sets, vipPool);
   if (problems.length > 0) {
+    // the first set the sentence names; a problem of the pool alone (too small) is vipPool's
     const id = firstSetNamed(problems[0]!, sets);
-    const key = id === undefined ? 'nameSets' : id === PRODUCTION_SET ? 'couriers' : `nameSets.${id}`;
-    throw new ConfigError(key, id === undefined || id === PRODUCTION_SET ? v.vipPool : nameSets[id], problems[0]!);
+    const key = id === undefined ? 'vipPool' : id === PRODUCTION_SET ? 'vipPrefix' : `nameSets.${id}`;
+    throw new ConfigError(key, id === undefined ? v.vipPool : id === PRODUCTION_SET ? v.vipPrefix : nameSets[id], problems[0]!);
   }
 
   checkCrossFields({ vipPrefix, upstreamDns, allowedUpstreamNets, dns, sets, vipPool }, v.upstreamDns, v.allowedUpstreamNets);

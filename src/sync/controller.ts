@@ -180,7 +180,8 @@ export class Controller {
       adopted++;
     }
     this.records = records;
-    if (adopted > 0) deps.logger.warn(`start: adopted ${adopted} names from the live kernel map (${reason})`);
+    const others = [...byName.keys()].filter((name) => records.get(name)?.set !== PRODUCTION_SET && entries.has(name) && records.get(name)?.resolvedAt === now).length;
+    if (adopted > 0) deps.logger.warn(`start: adopted ${adopted - others} couriers${others ? ` and ${others} other names` : ''} from the live kernel map (${reason})`);
     return adopted;
   }
 
