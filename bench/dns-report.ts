@@ -121,13 +121,13 @@ function main(argv: string[]): void {
   writeFileSync(resultsPath, withSection(existsSync(resultsPath) ? readFileSync(resultsPath, 'utf8') : undefined, section, serverCpu ? 'dns-capped' : 'dns'));
 }
 
-/** Issue 3's target, and whether dnsperf rather than the servers set the pace (its core saturated). */
+/** The DNS target (courier qps at least unbound's), and whether dnsperf rather than the servers set the pace (its core saturated). */
 export function verdict(runs: readonly Run[]): string[] {
   const qps = (server: string) => median(runs.filter((r) => r.server === server).map((r) => r.qps));
   const mine = runs.filter((r) => r.server === 'apns-proxy');
   if (mine.length === 0 || !runs.some((r) => r.server === 'unbound')) return [];
   const ratio = qps('apns-proxy') / qps('unbound');
-  const out = [`Target (issue 3), apns-proxy's courier qps ≥ unbound's: ${ratio.toFixed(2)}× — **${ratio >= 1 ? 'met' : 'missed'}**.`];
+  const out = [`Target: apns-proxy's courier qps ≥ unbound's: ${ratio.toFixed(2)}× — **${ratio >= 1 ? 'met' : 'missed'}**.`];
   const clientBound = runs.filter((r) => r.server === 'apns-proxy' || r.server === 'unbound').every((r) => r.clientCpuPercent >= 95);
   if (clientBound) {
     out.push('dnsperf used ≥ 95 % of its core in every apns-proxy and unbound run: the client set the pace, not the servers, ' +

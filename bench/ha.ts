@@ -1,4 +1,4 @@
-// Router-pair benchmark (issue 13): `node dist/bench/ha.js [--runs 3] [--connections 10000] [--no-record]`
+// Router-pair benchmark: `node dist/bench/ha.js [--runs 3] [--connections 10000] [--no-record]`
 // as root, after `npm run build`. Each run builds the pair lab (lab/ha.ts: real keepalived and
 // conntrackd), holds N device connections through router A, kills A hard (links down, SIGKILL),
 // lets B take over, brings A back (a reboot) and lets it take the addresses back (failback).
@@ -11,7 +11,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { type HaLab, createHaLab, holderCheck, startHolder } from '../lab/ha.js';
-import type { LabProcess } from '../test/helpers/lab.js';
+import type { LabProcess } from '../lab/lab.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, def: number): number => { const i = args.indexOf(name); return i === -1 ? def : Number(args[i + 1]); };

@@ -1,4 +1,4 @@
-// The benchmark orchestrator (issue 6, issue 4's bench/fallback). Start it with bench/run, which
+// The benchmark orchestrator (hot path, scale, refresh, fallback). Start it with bench/run, which
 // checks root, installs the tools, builds, compiles bench/c/*.c and then runs this file:
 //
 //   node dist/bench/main.js [--only hotpath,scale,refresh,fallback] [--runs N] [--quick] [--no-record] [--keep-lab-dir]

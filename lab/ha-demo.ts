@@ -1,5 +1,5 @@
 // `npm run lab -- --ha [--check] [--connections N] [--no-failback] [--keep-going]`: the router-pair
-// walkthrough (issue 13). Builds the pair lab (lab/ha.ts), then: devices connect through the
+// walkthrough. Builds the pair lab (lab/ha.ts), then: devices connect through the
 // primary (router A), A dies hard (links down, every process SIGKILLed), B takes over, the same
 // connections carry data both ways, DNS on the shared address and new connections work through B,
 // A returns (and takes the addresses back unless --no-failback) and still no connection is lost.

@@ -1,4 +1,4 @@
-// The router-pair lab (issue 13, DESIGN §8/§9): two apns-proxy routers with keepalived and
+// The router-pair lab: two apns-proxy routers with keepalived and
 // conntrackd between a client-side switch and an upstream-side switch, with a sync link.
 //
 //   <base>-c  client    c0 192.0.2.2/24, default via 192.0.2.1 (the shared client-side address)
@@ -10,7 +10,7 @@
 //   <base>-b  router B  lan 192.0.2.252/24, wan 203.0.113.252/24, sync 198.51.100.2/30
 //
 // The client, switch and upstream namespaces, the simulated upstream and the process helpers are the
-// integration lab's (test/helpers/lab.ts: createLab); this file turns its router namespace into the
+// integration lab's (lab/lab.ts: createLab); this file turns its router namespace into the
 // two switches and adds the routers. Each router runs `apns-proxy run`, conntrackd and keepalived
 // with the configurations rendered from contrib/ha (src/ops/ha/render.ts) — exactly what ships — and
 // each its own pid, socket, lock and state files under the lab's dir. Router namespaces are deleted
@@ -19,13 +19,13 @@ import { spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin, repoRoot } from '../test/helpers/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin, repoRoot } from './lab.js';
 import { type Pair, type PairPaths, type RouterName, EXAMPLE_PAIR, pairConfigKeys, renderConntrackd, renderKeepalived } from '../src/ops/ha/render.js';
 import { systemTool } from '../src/core/tools.js';
 
 const IP = systemTool('ip');
 
-/** The lab's pair: DESIGN §9 addresses, the lab's interface names. */
+/** The lab's pair: the test address plan, the lab's interface names. */
 export function labPair(over: Partial<Pair> = {}): Pair {
   const r = (name: RouterName) => ({
     ...EXAMPLE_PAIR.routers[name],

@@ -110,9 +110,12 @@ trap 'rm -rf "$stage" "$old"' EXIT
 mkdir -p "$(dirname "$dest")"
 rm -rf "$stage"
 mkdir -p "$stage/dist"
-cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/README.md" "$SRC/config.schema.json" "$SRC/nft" "$SRC/systemd" "$SRC/scripts" "$SRC/contrib" "$stage/"
+cp -a "$SRC/package.json" "$SRC/package-lock.json" "$SRC/README.md" "$SRC/config.schema.json" "$SRC/nft" "$SRC/systemd" "$SRC/contrib" "$stage/"
+# The lab (scripts/lab.sh, lab/) is a development tool that runs from a checkout: not installed,
+# as it is not in the npm package ("files" in package.json). dist/src imports nothing outside dist/src.
+mkdir -p "$stage/scripts"
+for f in "$SRC"/scripts/*; do [ "$(basename "$f")" = lab.sh ] || cp -a "$f" "$stage/scripts/"; done
 cp -a "$SRC/dist/src" "$stage/dist/"
-rm -rf "$stage/dist/src/lab"  # the lab runs from a checkout (it needs the test fixtures)
 for a in "${addons[@]}"; do  # where dist/src/.../index.js loads them from (node-gyp-build)
   mkdir -p "$stage/$a"
   if [ -d "$SRC/$a/prebuilds" ]; then cp -a "$SRC/$a/prebuilds" "$stage/$a/"; fi

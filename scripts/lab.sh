@@ -5,7 +5,7 @@
 #
 # On a fresh Debian/Ubuntu machine, as root, it first installs whatever is missing (scripts/setup.sh:
 # nftables, iproute2, dnsutils, procps, the npm dependencies, the native addon), builds when a .ts
-# file is newer than the compiled lab, then runs dist/src/lab/demo.js with the arguments. Everything
+# file is newer than the compiled lab, then runs dist/lab/demo.js (lab/demo.ts) with the arguments. Everything
 # the lab does stays inside the network namespaces it creates; `down` removes a lab left up with --keep.
 #
 # LAB_NO_SETUP=1 installs no npm dependencies and builds nothing (it fails if they are missing):
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 say() { printf 'lab: %s\n' "$*" >&2; }
 [ "$(id -u)" -eq 0 ] || { say "needs root (it creates network namespaces and nftables tables): sudo npm run lab"; exit 1; }
-lab=dist/src/lab/demo.js
+lab=dist/lab/demo.js
 case " $* " in *" --ha "*) lab=dist/lab/ha-demo.js; export LAB_HA=1 ;; esac
 bash scripts/setup.sh lab
 

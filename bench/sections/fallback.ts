@@ -1,4 +1,4 @@
-// Issue 4's bench/fallback: the userspace fallback (TPROXY → listener → native relay) next to
+// The fallback benchmark: the userspace fallback (TPROXY → listener → native relay) next to
 // HAProxy and the kernel path, from the same run's hot-path and idle-connection measurements.
 import type { Lab } from '../lib/lab.js';
 import { iperf, iperfArgv } from '../lib/load.js';
@@ -78,7 +78,7 @@ export function fallbackReport(hot: HotData, scale: ScaleData, ab: AbData): stri
   return [
     '## Fallback',
     '',
-    `Issue 4's bench/fallback: a courier with no kernel element (courier 50: its elements are deleted from the live map after the daemon's first refresh), so every connection to its VIP is handed by TPROXY to the daemon's transparent listener, which resolves the courier now (one DNS query per connection to the simulated upstream), connects, and passes both sockets to the native relay thread. Rates from this run's hot-path measurement of these three paths (${hot.opts.runs} rounds of ${hot.opts.seconds} s), memory from its idle-connection measurement (${fmt(n)} idle connections, ${scale.opts.runs} rounds). Medians.`,
+    `The fallback path: a courier with no kernel element (courier 50: its elements are deleted from the live map after the daemon's first refresh), so every connection to its VIP is handed by TPROXY to the daemon's transparent listener, which resolves the courier now (one DNS query per connection to the simulated upstream), connects, and passes both sockets to the native relay thread. Rates from this run's hot-path measurement of these three paths (${hot.opts.runs} rounds of ${hot.opts.seconds} s), memory from its idle-connection measurement (${fmt(n)} idle connections, ${scale.opts.runs} rounds). Medians.`,
     '',
     table(['path', 'new conn/s', 'keep-alive req/s', '1-stream Gbit/s', `held of ${fmt(n)}`, 'userspace RSS B/conn (settled)', 'RSS B/conn at 3 s', 'router kernel B/conn', 'router total B/conn'], rows),
     '',
@@ -97,6 +97,6 @@ export function fallbackReport(hot: HotData, scale: ScaleData, ab: AbData): stri
     '',
     'Router CPU per Gbit/s: CPU time of the router\'s processes (the daemon or HAProxy, softirq work charged to them included) per second of the run, divided by the throughput.',
     '',
-    table(['target (issue 4)', 'measured', ''], targets, '---|---|---'),
+    table(['target (fallback)', 'measured', ''], targets, '---|---|---'),
   ].join('\n');
 }

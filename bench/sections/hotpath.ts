@@ -1,4 +1,4 @@
-// Issue 6 §1 (and issue 4's rates): the hot path, client → router → couriers, four ways:
+// The hot path (and the fallback's rates): client → router → couriers, four ways:
 //   plain     client connects straight to a courier address, the router only routes (no nft table,
 //             no conntrack): the physical limit of this box
 //   kernel    the real apns-proxy: daemon running, kernel DNAT via the couriers4 map (VIP 198.18.100.1)
@@ -265,7 +265,7 @@ export function hotpathReport(d: HotData): string {
     '',
     table(head('Gbit/s'), rows('tput', 2, '')),
     '',
-    '### Targets (issue 6 §1)',
+    '### Targets (the hot path)',
     '',
     table(['target', 'measured', ''], targets, '---|---|---'),
     '',

@@ -1,4 +1,4 @@
-// Issue 6 §3: what a refresh costs, and that it never cuts a connection.
+// Refresh: what a refresh costs, and that it never cuts a connection.
 //   - `apns-proxy refresh` (one-shot, no daemon) for couriers 1..254, each a CNAME chain to 8
 //     addresses: cold (table absent: full sync of 254 × 8 elements), then with no change (must send
 //     no transaction: `nft monitor` runs meanwhile and must print nothing), then with every address
@@ -209,7 +209,7 @@ export function refreshReport(d: RefreshData): string {
     '',
     table(['', ''], under, '---|---'),
     '',
-    '### Targets (issue 6 §3)',
+    '### Targets (refresh)',
     '',
     table(['target', 'measured', ''], targets, '---|---|---'),
     '',

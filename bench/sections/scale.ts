@@ -1,5 +1,5 @@
-// Issue 6 §2 (and issue 4's memory point): one idle TCP connection per device, held through each
-// path, and what the router pays for them.
+// Scale with devices (and the fallback's memory per connection): one idle TCP connection per device,
+// held through each path, and what the router pays for them.
 //
 //   kernel path  100 000 connections (8 holder processes × 12 500, each from its own source address,
 //                to VIPs 198.18.100.1-8; 12 holdd processes on the courier side): conntrack only
@@ -200,7 +200,7 @@ export function scaleReport(d: ScaleData): string {
     const daemon = last?.procs.find((p) => p.comm.startsWith('node'));
     out.push(`- Per connection the router keeps one conntrack entry: the \`nf_conntrack\` object is ${fmt(d.nfConntrackObjsize)} B, its NAT extension a kmalloc-128 object; the conntrack hash table is preallocated (nf_conntrack_buckets × 8 B) and does not grow. Largest slab changes in the last kernel run (both ends' sockets included): ${last ? last.slabTop.slice(0, 6).map((t) => `${t.name} ${t.objects >= 0 ? '+' : ''}${fmt(t.objects)}`).join(', ') : 'n/a'}.`);
     out.push(`- Userspace: none. The daemon's RSS went ${daemon ? `${fmt(daemon.rssBeforeKb)} → ${fmt(daemon.rssAfterKb)} KiB` : 'n/a'} while ${fmt(k.held)} connections were held; it holds no socket or state per connection (${daemon ? fmt(daemon.fdsAfter) : '?'} fds).`, '');
-    out.push(table(['target (issue 6 §2)', 'measured', ''], [
+    out.push(table(['target (scale)', 'measured', ''], [
       [`hold ${fmt(d.opts.big)} idle connections through the kernel path`, `${fmt(k.held)} held (median), ${fmt(k.alive)} alive at the echo check (worst run)`, pass(k.held >= d.opts.big && k.alive >= d.opts.big)],
       ['≤ 400 bytes per idle connection (kernel path)', `${fmt(k.kernelPerConn)} B kernel + 0 B userspace`, pass(k.kernelPerConn <= 400)],
     ], '---|---|---'), '');

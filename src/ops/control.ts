@@ -1,5 +1,6 @@
 // Local control socket: the table has one writer, so `apns-proxy refresh` asks a running daemon.
 // Protocol: one JSON request line, one JSON reply line, over a unix socket in stateDir.
+import { once } from 'node:events';
 import { createConnection, createServer, type Server } from 'node:net';
 import { chmod, open, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -43,10 +44,9 @@ export async function serveControl(path: string, handler: ControlHandler): Promi
   // The socket is created with the process umask: narrow it for the bind, then set the mode explicitly.
   const umask = process.umask(0o177);
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(path, () => resolve());
-    });
+    const listening = once(server, 'listening');  // rejects with the listen error ('error')
+    server.listen(path);
+    await listening;
   } finally {
     process.umask(umask);
   }

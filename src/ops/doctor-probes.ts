@@ -1,5 +1,6 @@
 // The real probes behind `apns-proxy doctor` and the preflight: nft/ip via an injected exec,
 // /proc/sys reads, trial binds, the control socket and our own resolver.
+import { once } from 'node:events';
 import dgram from 'node:dgram';
 import net from 'node:net';
 import { readFile } from 'node:fs/promises';
@@ -69,10 +70,9 @@ async function bindable(hp: HostPort): Promise<'free' | 'in-use' | 'denied' | 'n
   };
   const udp = dgram.createSocket(hp.family === 6 ? 'udp6' : 'udp4');
   try {
-    await new Promise<void>((resolve, reject) => {
-      udp.once('error', reject);
-      udp.bind(hp.port, hp.host, () => resolve());
-    });
+    const listening = once(udp, 'listening');  // rejects with the bind error ('error')
+    udp.bind(hp.port, hp.host);
+    await listening;
   } catch (err) {
     return classify(err);
   } finally {
@@ -84,10 +84,9 @@ async function bindable(hp: HostPort): Promise<'free' | 'in-use' | 'denied' | 'n
   }
   const tcp = net.createServer();
   try {
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(hp.port, hp.host, () => resolve());
-    });
+    const listening = once(tcp, 'listening');  // rejects with the listen error ('error')
+    tcp.listen(hp.port, hp.host);
+    await listening;
     return 'free';
   } catch (err) {
     return classify(err);

@@ -1,6 +1,7 @@
 // Prometheus metrics and health on a local admin address (prom-client: a well-kept exposition
 // format implementation). Counters the subsystems already keep are read at scrape time, so the
 // hot paths pay nothing for them.
+import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import client from 'prom-client';
 import type { RefreshReport } from '../sync/controller.js';
@@ -156,7 +157,7 @@ export class Metrics {
 }
 
 /** GET /metrics (Prometheus text) and GET /healthz (200 ok/degraded, 503 down; JSON body). */
-export function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Server> {
+export async function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -173,11 +174,8 @@ export function serveMetrics(metrics: Metrics, host: string, port: number): Prom
       res.writeHead(404, { 'content-type': 'text/plain' }).end('try /metrics or /healthz\n');
     }
   });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve(server);
-    });
-  });
+  const listening = once(server, 'listening');  // rejects with the listen error ('error')
+  server.listen(port, host);
+  await listening;
+  return server;
 }

@@ -2,9 +2,9 @@
 // a UDP flood of garbage (case 12, held). Allowed clients are answered throughout.
 // 192.0.2.2 is the allowed client; 192.0.2.3 (added to the client's c0) is outside dns.allowClients.
 import anyTest, { type TestFn } from 'ava';
-import type { Lab, LabProcess } from '../helpers/lab.js';
+import type { Lab, LabProcess } from '../../lab/lab.js';
 import { TOOL, alive, assertMapInvariant, baseConfig, newLab, readMap, startRun, stop, type DnsAnswer } from './harness.js';
-import { nodeBin } from '../helpers/lab.js';
+import { nodeBin } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; daemon: LabProcess; applied: Map<string, string> }>;
 

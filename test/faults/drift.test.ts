@@ -2,7 +2,7 @@
 // a foreign element). Within the next cycles the map is what the daemon applied again, the drift is
 // counted, and the repairing cycle is not a "none sync".
 import anyTest, { type TestFn } from 'ava';
-import type { Lab, LabProcess } from '../helpers/lab.js';
+import type { Lab, LabProcess } from '../../lab/lab.js';
 import { FULL, assertMapInvariant, baseConfig, cli, httpGet, mapProblems, metric, newLab, readMap, startRun, stop, waitFor } from './harness.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string; daemon: LabProcess; applied: Map<string, string> }>;

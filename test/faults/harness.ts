@@ -1,10 +1,10 @@
-// Shared pieces of the fault suite (issue 10): start the daemon in the lab's router namespace, read
+// Shared pieces of the fault suite: start the daemon in the lab's router namespace, read
 // the kernel map, fetch /metrics and /healthz, ask DNS from the client, and ONE invariant check used
 // by every test: assertMapInvariant.
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../helpers/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../../lab/lab.js';
 import type { Scenario } from '../fixtures/fake-apple.js';
 import { addressByKey } from '../../src/nft/elements.js';
 

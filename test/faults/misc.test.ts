@@ -3,8 +3,8 @@
 import { stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
-import type { Lab, LabProcess } from '../helpers/lab.js';
-import { nodeBin } from '../helpers/lab.js';
+import type { Lab, LabProcess } from '../../lab/lab.js';
+import { nodeBin } from '../../lab/lab.js';
 import { CLI, TOOL, alive, assertMapInvariant, baseConfig, cli, newLab, readMap, sleep, spawnRun, startRun, stateDir, stop } from './harness.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string }>;

@@ -1,7 +1,7 @@
 // Fault suite, what we do not own (case 7) and risky configurations (case 8): refused with exit 2
 // before anything is programmed; a foreign table and a foreign route stay byte-identical.
 import anyTest, { type TestFn } from 'ava';
-import type { Lab } from '../helpers/lab.js';
+import type { Lab } from '../../lab/lab.js';
 import { baseConfig, cli, newLab, readMap } from './harness.js';
 
 const test = anyTest as TestFn<{ lab: Lab }>;

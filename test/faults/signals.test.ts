@@ -2,7 +2,7 @@
 // config (case 13). Whatever the signal, the kernel map keeps last-known-good and only allowed addresses.
 import { readFile, writeFile } from 'node:fs/promises';
 import anyTest, { type TestFn } from 'ava';
-import type { Lab, LabProcess } from '../helpers/lab.js';
+import type { Lab, LabProcess } from '../../lab/lab.js';
 import {
   alive, assertDnsAnswers, assertMapInvariant, baseConfig, cli, newLab, primeMap, readMap, sleep, spawnRun, startRun, stop,
 } from './harness.js';

@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
-import type { Lab, LabProcess } from '../helpers/lab.js';
+import type { Lab, LabProcess } from '../../lab/lab.js';
 import {
   FULL, alive, assertDnsAnswers, assertMapInvariant, assertSamplesInvariant, baseConfig, cli, httpGet, metric,
   newLab, primeMap, readMap, sampleMap, sleep, spawnRun, stateDir, stop,

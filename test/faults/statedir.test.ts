@@ -3,7 +3,7 @@
 // /healthz "degraded" with stateWritable false. Every mount is undone in after.always.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import anyTest, { type ExecutionContext, type TestFn } from 'ava';
-import type { Lab, LabProcess } from '../helpers/lab.js';
+import type { Lab, LabProcess } from '../../lab/lab.js';
 import {
   alive, assertDnsAnswers, assertMapInvariant, baseConfig, cli, httpGet, metric, newLab, primeMap, readMap, sleep, spawnRun, stateDir, stop, waitFor,
 } from './harness.js';

@@ -3,8 +3,8 @@
 // refresh the map holds only allowed addresses, bad couriers keep their last-known-good, and DNS
 // answers allowed clients throughout.
 import anyTest, { type TestFn } from 'ava';
-import type { Lab, LabProcess } from '../helpers/lab.js';
-import { nodeBin } from '../helpers/lab.js';
+import type { Lab, LabProcess } from '../../lab/lab.js';
+import { nodeBin } from '../../lab/lab.js';
 import type { Scenario } from '../fixtures/fake-apple.js';
 import { TOOL, alive, assertMapInvariant, baseConfig, cli, newLab, readMap, startRun, stop } from './harness.js';
 

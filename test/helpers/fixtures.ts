@@ -11,7 +11,7 @@ export function readRepoFile(path: string): string {
 
 export const TEMPLATE = readRepoFile('nft/apns-proxy.nft');
 
-/** DESIGN §5: VIPs 198.18.100.0/24, couriers 1..60, upstream 203.0.113.0/24. */
+/** The test address plan: VIPs 198.18.100.0/24, couriers 1..60, upstream 203.0.113.0/24. */
 export function testConfig(overrides: Record<string, unknown> = {}): Config {
   return parseConfig({
     vipPrefix: '198.18.100.0/24',

@@ -1,10 +1,10 @@
-// Issue 2 end to end: the real `apns-proxy` in a router namespace programs the kernel, and a client
+// The core end to end: the real `apns-proxy` in a router namespace programs the kernel, and a client
 // namespace reaches simulated courier servers through VIPs. Needs root; fails (never skips) without.
 import { chmod, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';
-import { type Lab, createLab, nodeBin, repoRoot, writeLabConfig } from '../helpers/lab.js';
+import { type Lab, createLab, nodeBin, repoRoot, writeLabConfig } from '../../lab/lab.js';
 import { addressByKey } from '../../src/nft/elements.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string; stateDir: string }>;
@@ -229,8 +229,8 @@ test.serial('render needs no root and prints what the kernel accepts', async (t)
 test.serial('bad config: exit 2 with the key and value named', async (t) => {
   const { lab } = t.context;
   const bad = join(lab.dir, 'bad.json');
-  await writeFile(bad, JSON.stringify({ vipPrefix: '198.18.100.0/23' }));
+  await writeFile(bad, JSON.stringify({ vipPrefix: '198.18.100.7/24' }));
   const r = await lab.exec(lab.ns.router, nodeBin(), [CLI, 'refresh', '--config', bad], { reject: false });
   t.is(r.exitCode, 2);
-  t.is(r.stderr.trim(), 'apns-proxy: config: vipPrefix: must be an IPv4 /24 (one VIP per courier, PREFIX.N), got "198.18.100.0/23"');
+  t.is(r.stderr.trim(), 'apns-proxy: config: vipPrefix: has host bits set after the prefix length, got "198.18.100.7/24"');
 });

@@ -1,4 +1,4 @@
-// Issue 3 end to end: the real `apns-proxy run` in the router namespace serves DNS on 192.0.2.1:53;
+// The DNS server end to end: the real `apns-proxy run` in the router namespace serves DNS on 192.0.2.1:53;
 // dig and kdig in the client namespace get VIPs over UDP and TCP, other names are forwarded to the
 // simulated Apple DNS and relayed, a silent upstream gives SERVFAIL, clients outside the ACL get
 // REFUSED over UDP and are closed at accept over TCP. Needs root; fails (never skips) without.
@@ -6,7 +6,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import anyTest, { type TestFn } from 'ava';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin } from '../helpers/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string; daemon: LabProcess }>;
 const CLI = distPath('src/cli.js');

@@ -2,7 +2,7 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
-import { type Lab, createLab, distPath, nodeBin, writeLabConfig } from '../helpers/lab.js';
+import { type Lab, createLab, distPath, nodeBin, writeLabConfig } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string }>;
 const CLI = distPath('src/cli.js');

@@ -1,8 +1,8 @@
-// Issue 4 end to end: couriers the kernel map cannot serve are caught by TPROXY and served by
+// The fallback end to end: couriers the kernel map cannot serve are caught by TPROXY and served by
 // the daemon's transparent listener and native relay. Needs root; fails (never skips) without.
 import anyTest, { type TestFn } from 'ava';
 import { parseMapJson } from '../../src/nft/runner.js';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../helpers/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; config: string; daemon: LabProcess }>;
 const CLI = distPath('src/cli.js');

@@ -1,4 +1,4 @@
-// Issue 13: a router pair with the real keepalived and conntrackd (Debian packages), in namespaces
+// A router pair with the real keepalived and conntrackd (Debian packages), in namespaces
 // (lab/ha.ts: two routers between a client-side and an upstream-side switch, a sync link, the
 // simulated Apple upstream). 500 held device connections through the kernel path of the primary;
 // the primary dies hard (links down, every process SIGKILLed); within 10 s every connection echoes
@@ -9,7 +9,7 @@
 // skips) without them.
 import anyTest, { type TestFn } from 'ava';
 import { type HaLab, createHaLab, holderCheck, startHolder } from '../../lab/ha.js';
-import { distPath, nodeBin } from '../helpers/lab.js';
+import { distPath, nodeBin } from '../../lab/lab.js';
 
 const test = anyTest as TestFn;
 const N = 500;

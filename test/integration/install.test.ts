@@ -1,4 +1,4 @@
-// Issue 5 items 3 and 4: the systemd unit and scripts/install.sh / uninstall.sh, for the parts that
+// The appliance: the systemd unit and scripts/install.sh / uninstall.sh, for the parts that
 // need no running systemd. The unit is checked by systemd-analyze, and its privileges for real: the
 // daemon runs in a lab router namespace as a uid without a passwd entry (like DynamicUser=) holding
 // only the unit's capabilities. The scripts install into a temp root (--root), twice; uninstall's
@@ -9,7 +9,8 @@ import path from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { execa } from 'execa';
 import { DEFAULTS, defaultConfigText, parseConfig, parseConfigText } from '../../src/core/config.js';
-import { type Lab, createLab, distPath, nodeBin, repoRoot } from '../helpers/lab.js';
+import { type Lab, createLab, distPath, nodeBin, repoRoot } from '../../lab/lab.js';
+import { listTree, missingImports } from '../helpers/imports.js';
 
 const test = anyTest as TestFn<{ lab: Lab; tmp: string }>;
 const REPO = repoRoot();
@@ -203,6 +204,11 @@ test.serial('install into a temp root twice: same tree, the config written once 
   t.false(existsSync(path.join(prefix, 'build')), 'no top-level build/: the addons are beside their features');
   t.true(existsSync(path.join(prefix, 'nft/apns-proxy.nft')));
   t.false(existsSync(path.join(prefix, 'dist/test')), 'no tests installed');
+  t.false(existsSync(path.join(prefix, 'dist/lab')) || existsSync(path.join(prefix, 'scripts/lab.sh')), 'no lab installed');
+  const installed = listTree(prefix, ['node_modules']);
+  t.true(installed.includes('dist/src/cli.js'));
+  const missing = missingImports(installed, (f) => readFileSync(path.join(prefix, f), 'utf8'));
+  t.deepEqual(missing, [], `the installed tree imports files it does not have:\n${missing.map((m) => `${m.from}: ${m.specifier}`).join('\n')}`);
   t.false(existsSync(path.join(prefix, 'node_modules/ava')), 'no dev dependencies');
   t.false(existsSync(path.join(prefix, 'node_modules/typescript')), 'no dev dependencies');
   t.is(readlinkSync(path.join(root, 'usr/local/bin/apns-proxy')), '/opt/apns-proxy/dist/src/cli.js');

@@ -1,4 +1,4 @@
-// Issue 5 items 1 and 2: `npm run lab -- --check` runs the lab demo non-interactively and asserts the
+// The lab demo: `npm run lab -- --check` runs the lab demo non-interactively and asserts the
 // whole path (router DNS → VIP → kernel or fallback → courier server, the upstream-silent failure,
 // last-known-good, the fallback serving a never-resolved courier). Also --keep and `lab down`.
 // Needs root; fails (never skips) without. LAB_NO_SETUP=1: `npm test` has just built the tree.
@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import anyTest, { type TestFn } from 'ava';
 import { execa } from 'execa';
-import { repoRoot } from '../helpers/lab.js';
+import { repoRoot } from '../../lab/lab.js';
 import { systemTool } from '../../src/core/tools.js';
 
 const test = anyTest as TestFn<{ registry: string }>;

@@ -3,7 +3,7 @@
 import test from 'ava';
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createLab, courierChain, defaultCourierAddresses, fixturePath, nodeBin, type Lab } from '../helpers/lab.js';
+import { createLab, courierChain, defaultCourierAddresses, fixturePath, nodeBin, type Lab } from '../../lab/lab.js';
 
 let lab: Lab | undefined;
 let createMs = 0;

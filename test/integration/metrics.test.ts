@@ -2,7 +2,7 @@
 // queries and fallback connections.
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../helpers/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; daemon: LabProcess }>;
 const CLI = distPath('src/cli.js');

@@ -1,4 +1,4 @@
-// Issue 14 point 1: the Debian package (`npm run package`, scripts/package.mjs, packaging/deb/).
+// The Debian package (`npm run package`, scripts/package.mjs, packaging/deb/).
 // Builds the .deb (and a version-bumped one), checks it with lintian, then installs it on this
 // machine for real with dpkg, inside a network namespace that has only a loopback: no network, and
 // what the maintainer scripts do to the kernel (sysctls, the flush on remove) happens to that
@@ -8,9 +8,10 @@
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import anyTest, { type TestFn } from 'ava';
 import { execa } from 'execa';
-import { repoRoot } from '../helpers/lab.js';
+import { repoRoot } from '../../lab/lab.js';
 import { systemTool } from '../../src/core/tools.js';
 
 const test = anyTest as TestFn<{ tmp: string; ns: string; deb: string; before: string }>;
@@ -119,8 +120,9 @@ test.serial('npm run package: the .deb holds the program, its production depende
   const unit = readFileSync(path.join(x, 'lib/systemd/system/apns-proxy.service'), 'utf8');
   t.regex(unit, /^ExecStart=\/usr\/bin\/node \/usr\/lib\/apns-proxy\/dist\/src\/cli\.js run --config \/etc\/apns-proxy\/config\.json$/m);
   for (const d of ['DynamicUser=yes', 'ProtectSystem=strict', 'CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE', 'NoNewPrivileges=yes']) t.true(unit.includes(`\n${d}\n`), d);
-  const defaults = await execa(process.execPath, ['--input-type=module', '-e', `const { DEFAULTS } = await import(${JSON.stringify(path.join(REPO, 'dist/src/config.js'))}); process.stdout.write(JSON.stringify(DEFAULTS, null, 2) + '\\n');`]);
-  t.is(readFileSync(path.join(x, 'etc/apns-proxy/config.json'), 'utf8'), `${defaults.stdout}\n`, 'the defaults, as scripts/install.sh writes them');
+  const { defaultConfigText } = await import(pathToFileURL(path.join(REPO, 'dist/src/core/config.js')).href) as typeof import('../../src/core/config.js');
+  t.is(readFileSync(path.join(x, 'etc/apns-proxy/config.json'), 'utf8'), defaultConfigText('file:///usr/lib/apns-proxy/config.schema.json'),
+    'the defaults after "$schema" naming the shipped JSON Schema, as scripts/install.sh writes them');
   t.regex(readFileSync(path.join(x, 'usr/share/doc/apns-proxy/copyright'), 'utf8'), /^Format: https:\/\/www\.debian\.org\/doc\/packaging-manuals\/copyright-format\/1\.0\/$/m);
 
   const lint = await execa('lintian', ['--no-cfg', deb], { reject: false, timeout: 300_000 });

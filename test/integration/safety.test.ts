@@ -1,9 +1,9 @@
-// Issue 10 against the real kernel in the lab's router namespace: configuration never destroys
+// Safety against the real kernel in the lab's router namespace: configuration never destroys
 // state that is not ours (an operator's nft table, routes in the fallback's table), and risky
 // combinations are refused with exit code 2 before anything is touched. Needs root; never skips.
 import { join } from 'node:path';
 import anyTest, { type TestFn } from 'ava';
-import { type Lab, createLab, nodeBin, repoRoot, writeLabConfig } from '../helpers/lab.js';
+import { type Lab, createLab, nodeBin, repoRoot, writeLabConfig } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab }>;
 const CLI = join(repoRoot(), 'dist/src/cli.js');

@@ -116,7 +116,7 @@ test('invalid JSON names the file', (t) => {
   t.regex(err!.message, /^config: \/etc\/apns-proxy\/config\.json: is not valid JSON/);
 });
 
-// Cross-field checks (issue 10): each value is valid alone, the combination is unsafe.
+// Cross-field checks: each value is valid alone, the combination is unsafe.
 const unsafe: [string, unknown, string, string, RegExp][] = [
   ['allowed net covering the VIP prefix', { vipPrefix: '198.18.100.0/24', allowedUpstreamNets: ['17.0.0.0/8', '198.18.0.0/15'] }, 'allowedUpstreamNets[1]', '"198.18.0.0/15"', /overlaps vipPrefix 198\.18\.100\.0\/24: a VIP could be programmed as a courier address \(VIP → VIP\)/],
   ['allowed net inside the VIP prefix', { vipPrefix: '198.18.100.0/24', allowedUpstreamNets: ['198.18.100.128/25'] }, 'allowedUpstreamNets[0]', '"198.18.100.128/25"', /overlaps vipPrefix/],

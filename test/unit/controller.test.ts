@@ -294,7 +294,7 @@ test('a table removed or re-created behind our back (firewall reload) is rewritt
   t.is(nft.tables.get('apns_proxy')!.rules, 'table inet apns_proxy {\n}');
 });
 
-// ---- issue 10: nothing lost, nothing of others touched ----
+// ---- nothing lost, nothing of others touched ----
 
 /** A store whose file is unusable (corrupt, wrong version, a directory...): load throws, setAside moves it. */
 class UnusableStore extends MemoryStore {

@@ -1,4 +1,4 @@
-// The pure answer logic (DESIGN §4, issue 3): every case as a table row, decoded with dns-packet.
+// The pure answer logic (README, The DNS server): every case as a table row, decoded with dns-packet.
 import test, { type ExecutionContext } from 'ava';
 import dnsPacket from 'dns-packet';
 import { courierMatcher } from '../helpers/courier-matcher.js';

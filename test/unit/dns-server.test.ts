@@ -330,7 +330,7 @@ test('onAnswered: local and forwarded answers are reported with their latency', 
   t.deepEqual(seen, [['local', 0], ['forwarded', 0.25]]);
 });
 
-// ---- DNS over TCP against slot holders (issue 10) ------------------------------------------
+// ---- DNS over TCP against slot holders ------------------------------------------
 // Loopback answers every 127/8 address: clients "from" 127.0.0.2.. are distinct client addresses.
 
 /** A TCP client bound to `from`; unlike tcpConnect it also copes with a close before 'connect'. */

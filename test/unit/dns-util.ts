@@ -58,7 +58,7 @@ export function decode(bytes: Buffer): Decoded {
   return dnsPacket.decode(bytes) as Decoded;
 }
 
-/** DESIGN §5 couriers: 1..49 resolved, 50 never resolved (existence unknown), 51..60 NXDOMAIN. */
+/** The test plan's couriers: 1..49 resolved, 50 never resolved (existence unknown), 51..60 NXDOMAIN. */
 export function testSnapshot(config: Config = testConfig(), overrides: Record<number, Resolution> = {}): Snapshot {
   const results = new Map<string, Resolution>();
   for (let n = config.couriers.first; n <= config.couriers.last; n++) {

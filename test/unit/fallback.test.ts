@@ -223,7 +223,7 @@ test('a reload with a shorter fallback.idleTimeoutSeconds applies to connections
   }
 });
 
-// ---- log rate limit and listen backlog (issue 10) ------------------------------------------
+// ---- log rate limit and listen backlog ------------------------------------------
 
 test('rejections are logged at most 10 per 10 s, then with the count of lines held back', async (t) => {
   const clock = new FakeClock(0);

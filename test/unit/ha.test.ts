@@ -6,7 +6,7 @@ import { parseConfig } from '../../src/core/config.js';
 import { ConfigError } from '../../src/core/errors.js';
 import { type PairProbes, pairFindings, parseSyncTraffic } from '../../src/ops/ha/doctor.js';
 import { EXAMPLE_PAIR, parsePair, pairConfigKeys, renderConntrackd, renderKeepalived } from '../../src/ops/ha/render.js';
-import { repoRoot } from '../helpers/lab.js';
+import { repoRoot } from '../../lab/lab.js';
 
 const read = (f: string) => readFileSync(`${repoRoot()}/contrib/ha/${f}`, 'utf8');
 

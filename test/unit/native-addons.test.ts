@@ -13,7 +13,7 @@ import { addonDir } from '../../src/core/addon.js';
 import { ApnsProxyError } from '../../src/core/errors.js';
 import { loadFastPath } from '../../src/dns/fastpath/index.js';
 import { loadRelayAddon } from '../../src/fallback/relay/index.js';
-import { nodeBin, repoRoot } from '../helpers/lab.js';
+import { nodeBin, repoRoot } from '../../lab/lab.js';
 
 const ROOT = repoRoot();
 const SCRIPT = path.join(ROOT, 'scripts/build-native.mjs');

@@ -163,6 +163,9 @@ interface Started {
 
 /** Runs one transport attempt with the shared deadline and abort signal; settles once and cleans up. */
 function runAttempt<T>(ctx: Attempt, start: (settle: Settle<T>) => Started): Promise<T> {
+  // A timer we can clear and a listener we remove: AbortSignal.timeout cannot be cancelled (a pending
+  // timer per query for its whole budget) and AbortSignal.any keeps a dependent on the forwarder's
+  // long-lived signal per query; under a flood both showed as RSS growth.
   return new Promise<T>((resolve, reject) => {
     let done = false;
     let timer: NodeJS.Timeout | undefined;

@@ -1,4 +1,4 @@
-// A router pair (README "Running a pair", DESIGN §8): the pair description (pair.json) and the
+// A router pair (README "Running a pair"): the pair description (pair.json) and the
 // pure renderers of what ships in contrib/ha/ — keepalived.conf and conntrackd.conf for one of
 // the two routers. The lab, the tests and scripts/install.sh --ha all go through these, so what
 // is tested is exactly what is installed.
@@ -47,7 +47,7 @@ export const DEFAULT_PATHS: PairPaths = {
   stateFile: '/run/apns-proxy/ha-state',
 };
 
-/** The DESIGN §9 test plan; also the example pair.json install.sh --ha writes. */
+/** The test address plan (README, Running a pair); also the example pair.json install.sh --ha writes. */
 export const EXAMPLE_PAIR: Pair = {
   routers: {
     a: { client: { interface: 'eth0', address: '192.0.2.251' }, upstream: { interface: 'eth1', address: '203.0.113.251' }, sync: { interface: 'eth2', address: '198.51.100.1' }, priority: 250 },

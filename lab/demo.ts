@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The lab anyone can run: `npm run lab` (scripts/lab.sh installs what is missing, then runs this).
 //
-// It builds the namespaces of test/helpers/lab.ts (client, router, simulated Apple upstream with
+// It builds the namespaces of lab/lab.ts (client, router, simulated Apple upstream with
 // 50 live couriers and NXDOMAIN above), runs the real `apns-proxy run` in the router namespace with
 // DNS on the router's client-side address 192.0.2.1:53 and the fallback on, and walks the path:
 //   1. the router starts;
@@ -15,17 +15,17 @@
 //                                --keep: leave the lab up for exploring (a detached keeper holds it)
 //   demo.js down                 remove kept labs
 //
-// Network: only inside the lab's own namespaces (named apx<pid>-<hex>-c/r/u), only the DESIGN §5
-// addresses (192.0.2.0/24, 203.0.113.0/24, 198.18.100.0/24, 198.51.100.0/24).
+// Network: only inside the lab's own namespaces (named apx<pid>-<hex>-c/r/u), only documentation
+// and benchmark addresses (192.0.2.0/24, 203.0.113.0/24, 198.18.100.0/24, 198.51.100.0/24).
 import { spawn } from 'node:child_process';
 import { appendFileSync, closeSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { type Lab, type LabProcess, type Scenario, createLab, distPath, fixturePath, nodeBin, repoRoot } from '../../test/helpers/lab.js';
-import { parseMapJson } from '../nft/runner.js';
-import { systemTool } from '../core/tools.js';
+import { type Lab, type LabProcess, type Scenario, createLab, distPath, fixturePath, nodeBin, repoRoot } from './lab.js';
+import { parseMapJson } from '../src/nft/runner.js';
+import { systemTool } from '../src/core/tools.js';
 import { alive, ensureRegistry, labDown, listKept, removeKept, writeKept } from './kept.js';
-import { addressByKey } from '../nft/elements.js';
+import { addressByKey } from '../src/nft/elements.js';
 
 const USAGE = `usage: npm run lab [-- [--check] [--keep]]   build the lab, show the path, clean up
        npm run lab -- down                       remove a lab left up with --keep
@@ -38,7 +38,7 @@ const PREFIX = '198.18.100';
 const ROUTER_DNS = '192.0.2.1';
 const CLI = distPath('src/cli.js');
 const PROBE = fixturePath('probe.js');
-const SELF = distPath('src/lab/demo.js');
+const SELF = distPath('lab/demo.js');
 
 /** Couriers the demo talks about, with easy-to-read server addresses. */
 const SPREAD = 5;            // three servers: new connections spread over them

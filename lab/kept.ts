@@ -7,8 +7,7 @@
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execa } from 'execa';
-import { sweepStaleLabs } from '../../test/helpers/lab.js';
-import { systemTool } from '../core/tools.js';
+import { IP, deleteNamespace as deleteNs, sweepStaleLabs } from './proc.js';
 
 export interface KeptLab {
   readonly base: string;
@@ -87,18 +86,9 @@ async function waitGone(pid: number, ms: number): Promise<boolean> {
 }
 
 async function deleteNamespace(ns: string): Promise<boolean> {
-  const IP = systemTool('ip');
   const list = await execa(IP, ['netns', 'list'], { reject: false, timeout: 10_000 });
   if (!list.stdout.split('\n').some((l) => l.trim().split(/\s+/)[0] === ns)) return false;
-  for (let i = 0; i < 20; i++) {
-    const r = await execa(IP, ['netns', 'pids', ns], { reject: false, timeout: 5000 });
-    const pids = r.stdout.split(/\s+/).filter(Boolean).map(Number);
-    if (pids.length === 0 || r.exitCode !== 0) break;
-    for (const pid of pids) { try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ } }
-    await sleep(50);
-  }
-  await execa(IP, ['netns', 'del', ns], { reject: false, timeout: 10_000 });
-  return true;
+  return deleteNs(ns);
 }
 
 /** Removes every kept lab (and labs whose owner died). Returns how many it removed. */
