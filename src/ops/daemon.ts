@@ -26,6 +26,9 @@ export interface DaemonDeps extends Omit<ControllerDeps, 'logger'> {
   readonly fallbackOverrides?: Pick<FallbackDeps, 'listen' | 'originalDestination'>;
 }
 
+/** How long stop() waits for a cycle in progress before the process may exit. */
+const STOP_WAIT_MS = 2000;
+
 /** At-connect resolutions ask for a refresh at most this often (a burst of misses is one refresh). */
 const FALLBACK_REFRESH_MIN_INTERVAL_MS = 2000;
 
@@ -179,7 +182,9 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     async stop() {
       job.stop();
       await closeAll();
-      await controller.idle();
+      // A cycle still resolving may take resolver.timeoutMs per name with upstream down; its nft
+      // transaction and state write are atomic, so exiting mid-cycle loses nothing: wait briefly.
+      await Promise.race([controller.idle(), new Promise((resolve) => setTimeout(resolve, STOP_WAIT_MS).unref())]);
       logger.info('stopped; the kernel map stays in place (apns-proxy flush removes it)');
     },
   };
