@@ -333,7 +333,8 @@ async function clientJson(net: NetLab, fixture: string, args: string[], timeoutM
 }
 
 /**
- * Writes a daemon config for this lab (VIPs 198.18.100.0/24, couriers 1..60, upstream DNS
+ * Writes a daemon config for this lab (VIPs 198.18.100.0/24, couriers 1..60, the other name sets
+ * off but on the test plan's prefixes, upstream DNS
  * 203.0.113.53, couriers in 203.0.113.0/24, state in the lab's dir), with the given top-level keys
  * replaced; returns its path.
  */
@@ -344,6 +345,14 @@ export async function writeLabConfig(lab: NetLab, overrides: Record<string, unkn
     couriers: { first: 1, last: 60 },
     upstreamDns: ['203.0.113.53'],
     allowedUpstreamNets: ['203.0.113.0/24'],
+    // The other default name sets on the test plan's prefixes, off: a test about couriers sees
+    // couriers only; a test about name sets turns them on (nameSets in overrides).
+    vipPool: '198.18.102.0/24',
+    nameSets: {
+      sandbox: { enabled: false, vipPrefix: '198.18.101.0/24' },
+      bag: { enabled: false },
+      provider: { enabled: false },
+    },
     stateDir: path.join(lab.dir, 'state'),
     ...overrides,
   }, null, 1));
