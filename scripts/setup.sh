@@ -6,7 +6,7 @@
 #
 #   OS packages  lab:  nftables, iproute2, dnsutils (dig), procps (sysctl)
 #                test: the same plus knot-dnsutils (kdig), systemd (systemd-analyze), util-linux (setpriv),
-#                      dpkg-dev, binutils and lintian (the Debian package test)
+#                      dpkg-dev, binutils and lintian (the Debian package test), chromium (the status page test)
 #                and make, g++, python3 when the native addons still have to be compiled (no prebuild)
 #   npm deps     npm ci, when node_modules is missing or older than package-lock.json
 #   addons       npm run build:native (prebuildify), when src/dns/fastpath or src/fallback/relay has neither
@@ -58,6 +58,8 @@ if [ "$what" = test ]; then
   have dpkg-shlibdeps || pkgs+=(dpkg-dev)
   have strip || pkgs+=(binutils)
   have lintian || pkgs+=(lintian)
+  # the status page test: headless Chromium loads the page in the lab
+  have chromium || pkgs+=(chromium)
 fi
 npm_ci=0
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm_ci=1; fi

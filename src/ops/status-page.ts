@@ -19,7 +19,8 @@ h1{font-size:1.15rem;margin:.75rem 0 .25rem}h2{font-size:1rem;margin:1.25rem 0 .
 .wrap{overflow-x:auto;-webkit-overflow-scrolling:touch}
 table{border-collapse:collapse;min-width:100%;font-variant-numeric:tabular-nums}
 th,td{text-align:left;padding:.25rem .5rem;border-bottom:1px solid var(--line);vertical-align:top}
-th{font-weight:600;white-space:nowrap}td{word-break:break-word}
+th,td{white-space:nowrap}th{font-weight:600}
+td[data-col=addresses],td[data-col=kernel],td[data-col=note],td[data-col=error],td[data-col=lastError]{white-space:normal;min-width:9rem}
 tr.fresh td[data-col=state],tr.ok td[data-col=result]{color:var(--ok)}
 tr.stale td[data-col=state]{color:var(--degraded)}
 tr.absent td[data-col=state],tr.unknown td[data-col=state],tr.failed td[data-col=result]{color:var(--down)}
