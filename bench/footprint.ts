@@ -150,8 +150,8 @@ async function main(): Promise<number> {
     if (contenders.length === 0) throw new Error(`--only: none of ${all.map((c) => c.id).join(', ')}`);
     versions = [
       `node ${process.version}`,
-      (await lab.exec('', ['unbound', '-V'], { check: false })).stdout.split('\n')[0]?.trim() ?? 'unbound ?',
-      (await lab.exec('', ['dnsmasq', '--version'], { check: false })).stdout.split('\n')[0]?.trim() ?? 'dnsmasq ?',
+      `unbound ${/Version (\S+)/.exec((await lab.exec('', ['unbound', '-V'], { check: false })).stdout)?.[1] ?? '?'}`,
+      `dnsmasq ${/version (\S+)/.exec((await lab.exec('', ['dnsmasq', '--version'], { check: false })).stdout)?.[1] ?? '?'}`,
     ].join(', ');
 
     for (let round = 1; round <= runs; round++) {
