@@ -1,10 +1,10 @@
 #!/usr/bin/env node
-// Entry point: parses the command line and wires the real I/O (execa, files, node-cron, winston,
+// Entry point: parses the command line and wires the real I/O (child processes, files, node-cron, winston,
 // signals) into the pure core. Exit codes: 0 ok, 1 failed, 2 bad config or usage.
 import { runSignals } from './cli/signals.js';  // first: queues SIGHUP/SIGTERM while the rest loads
 import { readFile, mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import type { Options as ExecaOptions } from 'execa';
+import { runTool } from './cli/exec.js';
 import { type Config, DEFAULT_CONFIG_PATH, parseConfigText } from './core/config.js';
 import { controlPath, requestControl } from './ops/control.js';
 import type { RefreshReport } from './sync/controller.js';
@@ -19,10 +19,8 @@ import { systemTool } from './core/tools.js';
 import type { PreflightOptions, Problem } from './ops/preflight.js';
 
 // What only some commands use is imported when a command needs it (issue 14, footprint): --help,
-// render and status do not load execa, winston, node-cron, dns-packet or the daemon.
-async function execa(file: string, args: readonly string[], opts: ExecaOptions) {
-  return (await import('execa')).execa(file, args, opts);
-}
+// render and status do not load winston, node-cron, dns-packet or the daemon. System tools run
+// through runTool (src/cli/exec.ts, node:child_process): execa costs the daemon ~5 MB.
 const createLogger = async (level: Config['log']['level'], format: Config['log']['format']) => (await import('./cli/logger.js')).createLogger(level, format);
 const formatProblem = async () => (await import('./ops/preflight.js')).formatProblem;
 
@@ -57,21 +55,21 @@ async function loadConfig(path: string): Promise<Config> {
 
 function realNft(): NftRunner {
   return createNftRunner(async (file, args, opts) => {
-    const r = await execa(file, args, { ...opts, reject: false });
+    const r = await runTool(file, args, opts);
     return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode, failed: r.failed, code: (r as { code?: string }).code };
   }, systemTool('nft'));
 }
 
 function realRouting(): PolicyRouting {
   return createPolicyRouting(async (args) => {
-    const r = await execa(systemTool('ip'), args, { reject: false });
+    const r = await runTool(systemTool('ip'), args);
     if ((r as { code?: string }).code === 'ENOENT') throw new ApnsProxyError('E_ROUTING', 'cannot run ip: not installed (apt-get install iproute2)');
     return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
   });
 }
 
 async function execTool(file: string, args: string[], input?: string) {
-  const r = await execa(file, args, { reject: false, ...(input === undefined ? {} : { input }) });
+  const r = await runTool(file, args, input === undefined ? {} : { input });
   return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
 }
 
