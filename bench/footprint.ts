@@ -225,7 +225,7 @@ async function main(): Promise<number> {
       `(today's default name set: the name sets will add names) and upstream DNS silent (${SILENT}, nobody there). Idle RSS: VmRSS, median of 5 samples`,
       '1 s apart after settling, median over rounds (every round listed). First answer: spawn to the first NOERROR answer for 1-courier.push.apple.com,',
       'asked every 5 ms from the client namespace. q/s: 32 queries in flight for the 200 names, native UDP fast path on (the default) and off (every answer in JavaScript);',
-      'the prober is one node process, so q/s near 30 000 is its own limit: the column prices a flag\'s JavaScript cost, not the server\'s capacity (bench/dns measures that).',
+      'the prober is one node process, and q/s is bounded by it: the columns price a flag\'s JavaScript cost, not the server\'s capacity (bench/dns measures that).',
       '',
       table(['contender', 'idle RSS', 'per round', 'spawn → first DNS answer', 'q/s (native path)', 'q/s (JS path)'], rows, '---|---:|---|---:|---:|---:'),
     ].join('\n');
