@@ -12,6 +12,7 @@ import { ApnsProxyError, errorMessage } from '../core/errors.js';
 import { sharedLookup } from '../fallback/lookup.js';
 import type { Logger } from '../core/log.js';
 import { Metrics, serveMetrics } from './metrics.js';
+import { StatusSource } from './status-data.js';
 
 export interface Scheduled { stop(): void }
 export type Scheduler = (expression: string, task: () => void) => Scheduled;
@@ -81,6 +82,14 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const metrics = new Metrics({ fallback: () => fallback?.stats(), dns: () => dns.stats() });
   controller.onReport((report, snapshot) => metrics.refreshed(report, snapshot));
   metrics.refreshed(startReport, controller.generation);
+  // The status page on metrics.listen: the rows of `status --json`, from the live generation and map.
+  const status = new StatusSource({
+    config: () => config, generation: () => controller.generation, readMap: (table) => deps.nft.readMap(table),
+    health: () => metrics.health(), dns: () => dns?.stats(), fallback: () => fallback?.stats(), clock: deps.clock,
+    connectionOffsets: () => controller.connectionOffsets,
+  });
+  controller.onReport((report) => status.recorded(report));
+  status.recorded(startReport);
   try {
     try {
       const control = await serveControl(controlPath(config.stateDir), async (cmd) => {
@@ -136,7 +145,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
       fallback?.update(g);
     });
     for (const hp of config.metrics.listen) {
-      const server = await serveMetrics(metrics, hp.host, hp.port);
+      const server = await serveMetrics(metrics, hp.host, hp.port, async () => ({ ...await status.document() }));
       closers.push(() => new Promise((resolve) => server.close(() => resolve())));
     }
   } catch (err) {

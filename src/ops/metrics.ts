@@ -6,6 +6,7 @@ import { createServer, type Server } from 'node:http';
 import client from 'prom-client';
 import type { RefreshReport } from '../sync/controller.js';
 import type { Generation, Snapshot } from '../sync/mapping.js';
+import { STATUS_PAGE_HEADERS, renderStatusPage } from './status-page.js';
 
 export interface MetricSources {
   /** Fallback counters, when the fallback runs. */
@@ -156,8 +157,11 @@ export class Metrics {
   }
 }
 
-/** GET /metrics (Prometheus text) and GET /healthz (200 ok/degraded, 503 down; JSON body). */
-export async function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Server> {
+/**
+ * GET /metrics (Prometheus text) and GET /healthz (200 ok/degraded, 503 down; JSON body); with a
+ * status source also GET / (the status page, src/ops/status-page.ts) and GET /status.json (its data).
+ */
+export async function serveMetrics(metrics: Metrics, host: string, port: number, status?: () => Promise<Record<string, unknown>>): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -170,8 +174,16 @@ export async function serveMetrics(metrics: Metrics, host: string, port: number)
     } else if (path === '/healthz') {
       const h = metrics.health();
       res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(h.body)}\n`);
+    } else if (status && (path === '/' || path === '/status.json')) {
+      status().then(
+        (doc) => {
+          if (path === '/') res.writeHead(200, STATUS_PAGE_HEADERS).end(renderStatusPage(doc));
+          else res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(`${JSON.stringify(doc, null, 1)}\n`);
+        },
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
+      );
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('try /metrics or /healthz\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`try ${status ? '/, /status.json, ' : ''}/metrics or /healthz\n`);
     }
   });
   const listening = once(server, 'listening');  // rejects with the listen error ('error')
