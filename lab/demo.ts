@@ -9,20 +9,26 @@
 //      answered, and whether the kernel (nftables DNAT) or the userspace fallback carried it;
 //   3. upstream DNS goes silent: last-known-good keeps forwarding;
 //   4. DNS is back: a courier that was never resolved is served by the fallback at once, and the
-//      kernel takes it over.
+//      kernel takes it over;
+//   5. every name APNs needs (name sets, DESIGN.md §7): a simulated MDM server at 192.0.2.20 pushes
+//      through api.push.apple.com (2197), a device fetches the bag over HTTP via its VIP, courier 0,
+//      a sandbox courier. Only when this apns-proxy serves name sets (its configuration knows
+//      `nameSets` and its DNS answers init.push.apple.com with a pool VIP); before that, step 5 says
+//      so and shows the name forwarded instead.
 //
 //   demo.js [--check] [--keep]   --check: assert every step, exit 1 on any failed assertion
 //                                --keep: leave the lab up for exploring (a detached keeper holds it)
 //   demo.js down                 remove kept labs
 //
 // Network: only inside the lab's own namespaces (named apx<pid>-<hex>-c/r/u), only documentation
-// and benchmark addresses (192.0.2.0/24, 203.0.113.0/24, 198.18.100.0/24, 198.51.100.0/24).
+// and benchmark addresses (192.0.2.0/24, 203.0.113.0/24, 198.18.100.0/24–198.18.102.0/24, 198.51.100.0/24).
 import { spawn } from 'node:child_process';
-import { appendFileSync, closeSync, openSync, readSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, closeSync, openSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { type Lab, type LabProcess, type Scenario, createLab, distPath, fixturePath, nodeBin, repoRoot } from './lab.js';
+import { type Lab, type LabProcess, type Scenario, MDM_ADDRESS, bagBody, createLab, defaultSandboxAddresses, distPath, fixturePath, nodeBin, repoRoot } from './lab.js';
 import { parseMapJson } from '../src/nft/runner.js';
+import { parseConfig } from '../src/core/config.js';
 import { systemTool } from '../src/core/tools.js';
 import { alive, ensureRegistry, labDown, listKept, removeKept, writeKept } from './kept.js';
 import { addressByKey } from '../src/nft/elements.js';
@@ -50,19 +56,43 @@ const ADDR: Record<number, string[]> = {
   [SINGLE]: ['203.0.113.17'],
   [NEVER]: ['203.0.113.42'],
 };
-const MDM_NAME = 'api.push.apple.com';
-const MDM_ADDR = '203.0.113.9';
+/** A name no name set carries: forwarded upstream untouched, before and after name sets. */
+const FWD_NAME = 'gsa.apple.com';
+const FWD_ADDR = '203.0.113.9';
+const ZERO_ADDR = '203.0.113.45';   // courier 0's one server (step 5)
 
 const HEALTHY: Scenario = {
   live: 50,
-  addresses: Object.fromEntries(Object.entries(ADDR)),
-  records: { [MDM_NAME]: [MDM_ADDR] },
+  addresses: { ...Object.fromEntries(Object.entries(ADDR)), '0': [ZERO_ADDR] },
+  records: { [FWD_NAME]: [FWD_ADDR] },
 };
+
+// Step 5: the name sets on the test address plan (DESIGN.md §9).
+const POOL = '198.18.102';
+const SANDBOX_PREFIX = '198.18.101';
+const SANDBOX_COURIER = 7;
+const NAME_SETS = {
+  sandbox: { template: '{n}-courier.sandbox.push.apple.com', first: 0, last: 200, vipPrefix: `${SANDBOX_PREFIX}.0/24`, tcp: [5223, 443], udp: [] },
+  bag: { names: ['init.push.apple.com', 'init-p01st.push.apple.com', 'init.sandbox.push.apple.com'], tcp: [80, 443], udp: [] },
+  provider: { names: ['api.push.apple.com', 'api.sandbox.push.apple.com', 'api.development.push.apple.com'], tcp: [443, 2197], udp: [] },
+};
+const NAME_SET_KEYS = { vipPool: `${POOL}.0/24`, nameSets: NAME_SETS };
+
+/** Whether this build's configuration knows name sets (`vipPool`, `nameSets`): else step 5 waits for them. */
+function nameSetsConfigurable(): boolean {
+  try {
+    parseConfig({ ...NAME_SET_KEYS });
+    return true;
+  } catch {
+    return false;
+  }
+}
 const AT_START: Scenario = { ...HEALTHY, perCourier: { [String(NEVER)]: 'silent' } };
 const SILENT: Scenario = { ...AT_START, mode: 'silent' };
 
-function labConfig(dir: string): Record<string, unknown> {
+function labConfig(dir: string, names: boolean): Record<string, unknown> {
   return {
+    ...(names ? NAME_SET_KEYS : {}),
     vipPrefix: `${PREFIX}.0/24`,
     ports: [5223, 443],
     couriers: { first: 1, last: 60 },
@@ -91,7 +121,7 @@ class Narrator {
   private style(code: string, s: string): string { return this.tty ? `\x1b[${code}m${s}\x1b[0m` : s; }
   title(s: string): void { this.line(); this.line(this.style('1', `── ${s} ${'─'.repeat(Math.max(3, 74 - s.length))}`)); }
   say(s: string): void { for (const l of s.split('\n')) this.line(`  ${l}`); }
-  cmd(where: 'client' | 'router' | 'apple', s: string): void { this.line(this.style('36', `${where}# ${s}`)); }
+  cmd(where: 'client' | 'router' | 'apple' | 'mdm', s: string): void { this.line(this.style('36', `${where}# ${s}`)); }
   result(s: string): void { this.line(`    → ${s}`); }
   block(text: string, prefix = '    │ '): void {
     for (const l of text.replace(/\n+$/, '').split('\n')) this.line(`${prefix}${l}`);
@@ -117,6 +147,8 @@ interface Ctx {
   readonly lab: Lab;
   readonly n: Narrator;
   readonly config: string;
+  /** the configuration carries the name sets (this build knows them) */
+  readonly names: boolean;
   daemon: LabProcess;
   shown: number;  // daemon log lines already considered for display
 }
@@ -155,10 +187,12 @@ async function mapElements(ctx: Ctx): Promise<Map<string, string> | null> {
   return r.exitCode === 0 ? addressByKey(parseMapJson(r.stdout).elements) : null;
 }
 
-const vip = (n: number): string => `${PREFIX}.${n}`;
+const vip = (n: number): string => `${PREFIX}.${n === 0 ? 254 : n}`;  // courier 0: broadcast − 1
 const mappedAddresses = (m: Map<string, string> | null, n: number): string[] =>
   [...new Set([...(m ?? new Map<string, string>())].filter(([k]) => k.startsWith(`${vip(n)} . `)).map(([, a]) => a))].sort();
-const courierCount = (m: Map<string, string> | null): number => new Set([...(m ?? new Map<string, string>()).keys()].map((k) => k.split(' . ')[0])).size;
+/** The production couriers' elements only (the map also carries the other name sets' VIPs). */
+const courierElements = (m: Map<string, string> | null): string[] => [...(m ?? new Map<string, string>()).keys()].filter((k) => k.startsWith(`${PREFIX}.`));
+const courierCount = (m: Map<string, string> | null): number => new Set(courierElements(m).map((k) => k.split(' . ')[0])).size;
 
 /** Shows the daemon's log lines since the last call (not the per-query resolver debug lines). */
 function showDaemon(ctx: Ctx, max = 14): void {
@@ -282,9 +316,9 @@ async function demo(ctx: Ctx): Promise<void> {
   n.expect(d51.status === 'NXDOMAIN', `${NX}-courier is NXDOMAIN, as upstream says (only ~50 couriers exist)`, d51.raw);
   const dAaaa = await dig(ctx, `${SPREAD}-courier.push.apple.com`, 'AAAA');
   n.expect(dAaaa.status === 'NOERROR' && dAaaa.answers.length === 0, 'AAAA for a courier is NODATA: devices use the IPv4 VIP', dAaaa.raw);
-  n.say(`Other names, such as ${MDM_NAME} (the provider API MDM servers use), are forwarded untouched:`);
-  const dMdm = await dig(ctx, MDM_NAME);
-  n.expect(aRecords(dMdm).join() === MDM_ADDR, `${MDM_NAME} is forwarded upstream and answered with the real address`, dMdm.raw);
+  n.say(`Other names, such as ${FWD_NAME}, are forwarded untouched:`);
+  const dMdm = await dig(ctx, FWD_NAME);
+  n.expect(aRecords(dMdm).join() === FWD_ADDR, `${FWD_NAME} is forwarded upstream and answered with the real address`, dMdm.raw);
   showDaemon(ctx);
 
   n.say('');
@@ -312,7 +346,7 @@ async function demo(ctx: Ctx): Promise<void> {
   await showStatus(ctx);
   await showMap(ctx, 24);
   const map1 = await mapElements(ctx);
-  n.expect(courierCount(map1) === 49 && map1?.size === 49 * 8, 'the kernel map holds 49 couriers × 8 slots', `size ${map1?.size}`);
+  n.expect(courierCount(map1) === 49 && courierElements(map1).length === 49 * 8, 'the kernel map holds 49 couriers × 8 slots', `courier elements ${courierElements(map1).length}`);
   n.expect(mappedAddresses(map1, SPREAD).join() === ADDR[SPREAD]!.join(), `courier ${SPREAD}'s slots hold its three servers`);
   showDaemon(ctx);
 
@@ -334,9 +368,9 @@ async function demo(ctx: Ctx): Promise<void> {
   n.expect(aRecords(d5s).join() === vip(SPREAD), `${SPREAD}-courier still resolves to ${vip(SPREAD)}`, d5s.raw);
   const c5s = await connect(ctx, SPREAD, 5223);
   n.expect(c5s.carrier === 'kernel' && ADDR[SPREAD]!.map((a) => `${a}:5223`).includes(c5s.server ?? ''), `courier ${SPREAD} is still reached via the kernel on its last-known-good addresses`, JSON.stringify(c5s));
-  n.say(`Forwarded names have no last-known-good: ${MDM_NAME} gets SERVFAIL while upstream is silent.`);
-  const dMdmS = await dig(ctx, MDM_NAME);
-  n.expect(dMdmS.status === 'SERVFAIL', `${MDM_NAME} is SERVFAIL while upstream is silent`, dMdmS.raw);
+  n.say(`Forwarded names have no last-known-good: ${FWD_NAME} gets SERVFAIL while upstream is silent.`);
+  const dMdmS = await dig(ctx, FWD_NAME);
+  n.expect(dMdmS.status === 'SERVFAIL', `${FWD_NAME} is SERVFAIL while upstream is silent`, dMdmS.raw);
   n.say('');
   n.say(`Courier ${NEVER} never answered, so it has no mapping. Its name still gets a VIP (existence unknown),`);
   n.say('and the fallback catches the connection — but with no DNS and no last-known-good it can only refuse:');
@@ -369,6 +403,112 @@ async function demo(ctx: Ctx): Promise<void> {
   const st = await statusJson(ctx);
   n.expect(st.get(NEVER)?.state === 'fresh' && st.get(SPREAD)?.state === 'fresh' && st.get(NX)?.note === 'NXDOMAIN', `status: ${SPREAD} and ${NEVER} fresh, ${NX} absent (NXDOMAIN)`, JSON.stringify([st.get(SPREAD), st.get(NEVER), st.get(NX)]));
   showDaemon(ctx);
+
+  await nameSetSteps(ctx);
+}
+
+/** One connection to host:port (any name set's VIP); the kernel carried it when the VIP has map elements and the fallback logged nothing. */
+async function connectVip(ctx: Ctx, host: string, port: number): Promise<Conn> {
+  const mapped = [...((await mapElements(ctx)) ?? new Map<string, string>()).keys()].some((k) => k.startsWith(`${host} . `));
+  const from = ctx.daemon.lines.length;
+  ctx.n.cmd('client', `connect ${host}:${port}`);
+  const r = (await ctx.lab.probe(['connect', host, String(port), '--timeout-ms', '4000'], 15_000)) as { hellos: string[]; errors: { code: string }[] };
+  await sleep(300);
+  const fallbackLine = ctx.daemon.lines.slice(from).find((l) => /fallback #\d+: /.test(l));
+  const server = r.hellos[0];
+  const carrier: Carrier = fallbackLine ? 'fallback' : mapped && server ? 'kernel' : 'none';
+  ctx.n.result(server ? `HELLO from ${server} — ${carrier === 'kernel' ? 'carried by the kernel (nftables DNAT via map couriers4)' : carrier === 'fallback' ? 'carried by the userspace fallback' : 'not carried'}`
+    : `failed (${r.errors[0]?.code ?? 'no answer'})`);
+  return { server, error: r.errors[0]?.code, carrier, fallbackLine };
+}
+
+/** Lines of `nft list map inet apns_proxy couriers4` whose element comment names one of `names`. */
+async function showMapComments(ctx: Ctx, names: string[]): Promise<string> {
+  ctx.n.cmd('router', `nft list map inet apns_proxy couriers4 | grep -E '${names.map((x) => `comment "${x}"`).join('|')}'`);
+  const r = await ctx.lab.exec(ctx.lab.ns.router, 'nft', ['list', 'map', 'inet', 'apns_proxy', 'couriers4'], { reject: false });
+  // the elements are printed comma-separated, possibly several on one line
+  const items = r.stdout.split(/,\s*|\n/).map((l) => l.trim().replace(/^elements = \{\s*/, '').replace(/\s*\}$/, ''));
+  const hits = items.filter((l) => names.some((x) => l.includes(`comment "${x}"`)));
+  ctx.n.block(hits.length ? hits.slice(0, 12).join('\n') : '(no element with those comments)');
+  return hits.join('\n');
+}
+
+async function nameSetSteps(ctx: Ctx): Promise<void> {
+  const { lab, n } = ctx;
+  n.title('5. Every name APNs needs: name sets (MDM server, the bag, courier 0, sandbox)');
+  n.say('Devices and MDM servers need more than N-courier.push.apple.com: the bag (init*.push.apple.com),');
+  n.say('the provider API (api*.push.apple.com), sandbox couriers, courier 0. Name sets give each of those');
+  n.say(`names its own VIP: numbered sets N → PREFIX.N (0 → .254), exact names a stable VIP from ${POOL}.0/24.`);
+  const gate = await dig(ctx, 'init.push.apple.com');
+  const gateVip = aRecords(gate).find((a) => a.startsWith(`${POOL}.`));
+  if (!ctx.names) {
+    n.say('');
+    n.say(`This apns-proxy does not serve name sets yet: its configuration has no \`nameSets\`, and`);
+    n.say(`init.push.apple.com was forwarded upstream (${aRecords(gate).join(', ') || gate.status}) instead of answered with a ${POOL}.x VIP.`);
+    n.say('Steps 5a–5d (MDM server via api.push.apple.com on 2197, the bag over HTTP, courier 0, a sandbox courier)');
+    n.say('run once the name sets (branch f-names) are in; this is not a failure of this build.');
+    return;
+  }
+  if (!n.expect(gateVip !== undefined && gate.answers.length === 1, `init.push.apple.com is answered by the router with a pool VIP (${POOL}.x)`, gate.raw)) return;
+
+  n.title('5a. An MDM server pushes through api.push.apple.com (2197)');
+  n.say(`The simulated MDM server at ${MDM_ADDRESS} (client side) resolves api.push.apple.com through the router,`);
+  n.say('connects to the VIP on 443 and on 2197 (the provider API ports) and sends a push; the simulated API server echoes it.');
+  n.cmd('mdm', `mdm-server --dns ${ROUTER_DNS} --name api.push.apple.com --ports 443,2197`);
+  const m = (await lab.mdm(['--dns', ROUTER_DNS, '--name', 'api.push.apple.com', '--ports', '443,2197'])) as {
+    ok: boolean; vip: string | null; dns: { rcode: string; answers: string[]; cnames: string[] }; pushes: { port: number; hello?: string; echoed: boolean; local?: string; error?: string }[];
+  };
+  n.result(`DNS ${m.dns.rcode}  A ${m.dns.answers.join(', ') || '-'}`);
+  for (const p of m.pushes) n.result(`port ${p.port} from ${p.local ?? '?'}: ${p.hello ? `HELLO from API server ${p.hello}` : 'no HELLO'}, push ${p.echoed ? 'echoed' : `failed (${p.error ?? '?'})`}`);
+  const apiVip = m.vip ?? '';
+  n.expect(m.ok && apiVip.startsWith(`${POOL}.`) && m.dns.answers.length === 1 && m.dns.cnames.length === 0, 'api.push.apple.com resolves to its pool VIP only, and both pushes went through', JSON.stringify(m));
+  n.expect(m.pushes.some((p) => p.port === 2197 && /^203\.0\.113\.9[01]:2197$/.test(p.hello ?? '')), 'on 2197 the provider API server (203.0.113.90/91) answered', JSON.stringify(m.pushes));
+  const no5223 = await connectVip(ctx, apiVip, 5223);
+  n.expect(!no5223.server, `api.push.apple.com's VIP is not forwarded on 5223 (only its set's ports 443, 2197)`, JSON.stringify(no5223));
+
+  n.title('5b. A device fetches the bag over HTTP via its VIP');
+  const dBag = await dig(ctx, 'init-p01st.push.apple.com');
+  const bagVip = aRecords(dBag)[0] ?? '';
+  n.expect(bagVip.startsWith(`${POOL}.`) && dBag.answers.length === 1, `init-p01st.push.apple.com resolves to its pool VIP`, dBag.raw);
+  n.cmd('client', `GET http://${bagVip}/ (Host: init-p01st.push.apple.com)`);
+  const bag = (await lab.probe(['http', bagVip, '80', '--path', '/', '--host-header', 'init-p01st.push.apple.com'], 15_000)) as { status?: number; server?: string; body?: string; error?: string };
+  n.result(bag.status ? `HTTP ${bag.status} from bag server ${bag.server ?? '?'}` : `failed (${bag.error ?? '?'})`);
+  if (bag.body) n.block(bag.body.split('\n').filter((l) => /<key>/.test(l)).join('\n'));
+  n.expect(bag.status === 200 && bag.server === '203.0.113.82:80' && bag.body === bagBody('203.0.113.82:80'), 'the bag came from init-p01st\'s server 203.0.113.82 on port 80', JSON.stringify(bag));
+
+  n.title('5c. Courier 0');
+  n.say('Devices pick a courier in 0..count (apsd: arc4random() % (count+1)): courier 0 exists. Its VIP is the');
+  n.say(`last usable address of the prefix, ${vip(0)}. This lab started with couriers 1–60; now couriers.first = 0:`);
+  const cfg = JSON.parse(readFileSync(ctx.config, 'utf8')) as Record<string, any>;
+  writeFileSync(ctx.config, `${JSON.stringify({ ...cfg, couriers: { ...cfg['couriers'], first: 0 } }, null, 2)}\n`);
+  n.cmd('router', `set couriers.first to 0 in ${path.basename(ctx.config)}; kill -HUP <apns-proxy>`);
+  ctx.shown = ctx.daemon.lines.length;  // show only what the reload logs
+  ctx.daemon.kill('SIGHUP');
+  let zeroMapped = false;
+  for (let i = 0; i < 60 && !zeroMapped; i++) {
+    zeroMapped = mappedAddresses(await mapElements(ctx), 0).length > 0;
+    if (!zeroMapped) await sleep(250);
+  }
+  showDaemon(ctx, 6);
+  n.expect(zeroMapped, `after the reload courier 0 is in the kernel map at ${vip(0)}`);
+  const d0 = await dig(ctx, '0-courier.push.apple.com');
+  n.expect(aRecords(d0).join() === vip(0) && d0.answers.length === 1, `0-courier.push.apple.com resolves to ${vip(0)}`, d0.raw);
+  const c0 = await connectVip(ctx, vip(0), 5223);
+  n.expect(c0.server === `${ZERO_ADDR}:5223` && c0.carrier === 'kernel', `courier 0 answered from ${ZERO_ADDR}:5223 via the kernel`, JSON.stringify(c0));
+
+  n.title('5d. A sandbox courier (development apps)');
+  const sVip = `${SANDBOX_PREFIX}.${SANDBOX_COURIER}`;
+  const ds = await dig(ctx, `${SANDBOX_COURIER}-courier.sandbox.push.apple.com`);
+  n.expect(aRecords(ds).join() === sVip && ds.answers.length === 1, `${SANDBOX_COURIER}-courier.sandbox.push.apple.com resolves to ${sVip} (the sandbox set's prefix)`, ds.raw);
+  const cs = await connectVip(ctx, sVip, 5223);
+  n.expect(defaultSandboxAddresses(SANDBOX_COURIER).map((a) => `${a}:5223`).includes(cs.server ?? '') && cs.carrier === 'kernel', `sandbox courier ${SANDBOX_COURIER} answered from its own server via the kernel`, JSON.stringify(cs));
+  const d201 = await dig(ctx, '201-courier.sandbox.push.apple.com');
+  n.expect(d201.status === 'NXDOMAIN', '201-courier.sandbox.push.apple.com (outside the set\'s 0..200) is NXDOMAIN, answered by the router', d201.raw);
+  n.say('');
+  n.say('Every element of the map carries its name as a comment, and a counter of new connections:');
+  const hits = await showMapComments(ctx, ['api.push.apple.com', 'init-p01st.push.apple.com', '0-courier.push.apple.com', `${SANDBOX_COURIER}-courier.sandbox.push.apple.com`]);
+  n.expect(['api.push.apple.com', 'init-p01st.push.apple.com', '0-courier.push.apple.com', `${SANDBOX_COURIER}-courier.sandbox.push.apple.com`].every((x) => hits.includes(`comment "${x}"`)), 'the map\'s elements are commented with their names', hits);
+  showDaemon(ctx);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -381,6 +521,8 @@ function describeLab(lab: Lab, n: Narrator): void {
     `router    ${lab.ns.router.padEnd(18)} 192.0.2.1 (client side), 203.0.113.1 (upstream side): runs apns-proxy`,
     `apple     ${lab.ns.upstream.padEnd(18)} 203.0.113.53 simulated Apple DNS (CNAME chains; couriers 1-50 live, 51+ NXDOMAIN)`,
     `          ${''.padEnd(18)} 203.0.113.10-49 simulated courier servers on 5223 and 443`,
+    `          ${''.padEnd(18)} 203.0.113.60-99 simulated servers of the other names (sandbox couriers, bag on HTTP 80, provider API on 443/2197)`,
+    `mdm       ${lab.ns.client.padEnd(18)} ${MDM_ADDRESS}/24 on the client side: a simulated MDM server`,
   ].join('\n'), '  ');
 }
 
@@ -390,6 +532,7 @@ function exploreHelp(lab: Lab, config: string, daemonLog: string): string {
     'The lab stays up. Explore it (as root):',
     `  ip netns exec ${lab.ns.client} bash     # the client: dig @${ROUTER_DNS} 7-courier.push.apple.com`,
     `      node ${path.relative(cd, PROBE)} connect ${vip(7)} 5223   # (from ${cd}) which server answers`,
+    `      node ${path.relative(cd, fixturePath('mdm-server.js'))} --name api.push.apple.com --ports 2197   # the MDM server (${MDM_ADDRESS}) pushes`,
     `  ip netns exec ${lab.ns.router} bash     # the router: nft list map inet apns_proxy couriers4`,
     `      node ${path.relative(cd, CLI)} status --config ${config}`,
     `  ip netns exec ${lab.ns.upstream} bash     # the simulated Apple side`,
@@ -417,16 +560,17 @@ async function runLab(opts: { check: boolean; keeper: boolean }): Promise<number
 
   n.line('building the lab (namespaces, simulated Apple DNS and courier servers)…');
   try {
-    lab = await createLab({ scenario: AT_START });
+    lab = await createLab({ scenario: AT_START, nameSets: true });
   } catch (err) {
     n.line(`lab: ${(err as Error).message}`);
     return 1;
   }
   describeLab(lab, n);
   const config = path.join(lab.dir, 'config.json');
-  writeFileSync(config, `${JSON.stringify(labConfig(lab.dir), null, 2)}\n`);
+  const names = nameSetsConfigurable();
+  writeFileSync(config, `${JSON.stringify(labConfig(lab.dir, names), null, 2)}\n`);
   const daemon = lab.spawn(lab.ns.router, nodeBin(), [CLI, 'run', '--config', config]);
-  const ctx: Ctx = { lab, n, config, daemon, shown: 0 };
+  const ctx: Ctx = { lab, n, config, names, daemon, shown: 0 };
   try {
     await demo(ctx);
   } catch (err) {

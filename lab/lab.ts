@@ -10,6 +10,13 @@
 //   <base>-u  upstream  u0 203.0.113.53/24 (simulated Apple DNS), 203.0.113.10–49/24 (couriers),
 //                       198.51.100.10/24 ("outside allowedUpstreamNets"), default via 203.0.113.1
 //
+// With { nameSets: true } (DESIGN.md §9; every name APNs needs), additionally:
+//   client    192.0.2.20/24 on c0: the simulated MDM server (test/fixtures/mdm-server.ts)
+//   upstream  203.0.113.60–99/24: the simulated Apple servers of the other names (sandbox couriers,
+//             bag, provider API, time; test/fixtures/apple-services.ts), and createLab's server
+//             fixture listens on TCP 5223, 443, 2197 (HELLO + echo), HTTP 80 (the bag) and UDP 123
+//             (an NTP-like echo) on every upstream address.
+//
 // base = `apx<tag><pid>-<4 hex>` (lab/proc.ts); creating a lab first removes namespaces (and temp
 // dirs) of earlier runs whose pid is no longer alive. The lab never skips: without root / netns /
 // nft it throws, so the integration tests FAIL (also, deliberately, when CI is set).
@@ -38,6 +45,9 @@ import {
 export type { Scenario, GlobalMode, CourierMode } from '../test/fixtures/fake-apple.js';
 export { courierChain, courierAddresses, defaultCourierAddresses, regionFor } from '../test/fixtures/fake-apple.js';
 export {
+  type Service, type ServiceSet, SERVICES, SANDBOX_TEMPLATE, bagBody, defaultSandboxAddresses, sandboxChain, serviceByName,
+} from '../test/fixtures/apple-services.js';
+export {
   type Doomed, type ExecOptions, type ExecResult, type LabProcess, type SpawnOptions,
   cleanupSync, deleteNamespace, distPath, labBase, nodeBin, nsArgv, nsExec, nsSpawn, repoRoot, sleep, sweepStaleLabs, trackLab, untrackLab,
 } from './proc.js';
@@ -65,6 +75,12 @@ export interface Lab extends NetLab {
   appleQueries(): { q: string; type: string; transport: string; asked?: string; from?: string }[];
   /** runs probe.js in the client ns and returns its JSON (last stdout line) */
   probe(args: string[], timeoutMs?: number): Promise<any>;
+  /** runs mdm-server.js (the simulated MDM server, default source MDM_ADDRESS) in the client ns; its JSON */
+  mdm(args?: string[], timeoutMs?: number): Promise<any>;
+  /** HTTP requests logged by the server fixture so far (nameSets labs: the bag on port 80) */
+  httpRequests(): { http: string; peer: string; method: string; path: string; host: string | null }[];
+  /** UDP datagrams the server fixture answered so far (nameSets labs: the NTP-like echo on 123) */
+  udpExchanges(): { udp: string; peer: string; kind: string }[];
   /** the fixture processes, for tests that need more (e.g. SIGUSR2 to the courier server) */
   readonly fakeApple: LabProcess;
   readonly courierServer: LabProcess;
@@ -81,12 +97,26 @@ export interface NetLabOptions {
   loadGenerator?: boolean;
   /** keep the temp dir (logs) on destroy */
   keepDir?: boolean;
+  /**
+   * the name-set address plan: the MDM server's 192.0.2.20/24 in the client namespace and the
+   * simulated Apple servers' 203.0.113.60–99/24 upstream (default off: the plan others rely on).
+   * With deviceSources at most 10 (192.0.2.10–19), so that 192.0.2.20 stays the MDM server's.
+   */
+  nameSets?: boolean;
 }
 
 export interface LabOptions extends NetLabOptions {
   scenario?: Scenario;
+  /** TCP ports of the server fixture (HELLO + echo); default 5223 and 443, with nameSets also 2197 */
   courierPorts?: number[];
+  /** HTTP ports of the server fixture (the simulated bag); default none, with nameSets 80 */
+  httpPorts?: number[];
+  /** UDP ports of the server fixture (NTP-like echo); default none, with nameSets 123 */
+  udpPorts?: number[];
 }
+
+/** The simulated MDM server's address in the client namespace (labs created with nameSets). */
+export const MDM_ADDRESS = '192.0.2.20';
 
 /** Absolute path of a compiled fixture, e.g. fixturePath('probe.js'). */
 export function fixturePath(name: string): string {
@@ -114,6 +144,7 @@ async function preflight(): Promise<void> {
 export async function createNetLab(opts: NetLabOptions = {}): Promise<NetLab> {
   const devices = opts.deviceSources ?? 0;
   if (!Number.isInteger(devices) || devices < 0 || devices > 20) throw new Error('lab: deviceSources must be 0..20');
+  if (opts.nameSets && devices > 10) throw new Error(`lab: with nameSets, deviceSources must be 0..10 (${MDM_ADDRESS} is the MDM server's)`);
   await preflight();
   await sweepStaleLabs();
 
@@ -163,6 +194,7 @@ export async function createNetLab(opts: NetLabOptions = {}): Promise<NetLab> {
     await run(IP, ['-n', ns.router, 'link', 'add', 'r1', 'type', 'veth', 'peer', 'name', 'u0', 'netns', ns.upstream]);
     const client = ['link set lo up', 'link set c0 up', 'addr add 192.0.2.2/24 dev c0'];
     for (let i = 0; i < devices; i++) client.push(`addr add ${deviceAddress(i)}/24 dev c0`);
+    if (opts.nameSets) client.push(`addr add ${MDM_ADDRESS}/24 dev c0`);
     client.push('route add default via 192.0.2.1');
     await run(IP, ['-n', ns.client, '-batch', '-'], batch(client));
     await run(IP, ['-n', ns.router, '-batch', '-'], batch([
@@ -176,6 +208,7 @@ export async function createNetLab(opts: NetLabOptions = {}): Promise<NetLab> {
     ]));
     const upstream = ['link set lo up', 'link set u0 up', 'addr add 203.0.113.53/24 dev u0'];
     for (let i = 10; i <= 49; i++) upstream.push(`addr add 203.0.113.${i}/24 dev u0`);
+    if (opts.nameSets) for (let i = 60; i <= 99; i++) upstream.push(`addr add 203.0.113.${i}/24 dev u0`);
     upstream.push('addr add 198.51.100.10/24 dev u0', 'route add default via 203.0.113.1');
     await run(IP, ['-n', ns.upstream, '-batch', '-'], batch(upstream));
     await run(IP, ['netns', 'exec', ns.router, 'sysctl', '-q', '-w', 'net.ipv4.ip_forward=1']);
@@ -234,12 +267,18 @@ export async function startFakeApple(lab: NetLab, scenario: Scenario = {}, o: { 
   return { process: proc, setScenario };
 }
 
-/** The namespaces, the simulated Apple DNS and the courier servers (on courierPorts, default 5223 and 443). */
+/**
+ * The namespaces, the simulated Apple DNS and the courier servers (on courierPorts, default 5223 and
+ * 443; with nameSets also 2197, HTTP 80 and UDP 123).
+ */
 export async function createLab(opts: LabOptions = {}): Promise<Lab> {
   const net = await createNetLab(opts);
   try {
-    const ports = opts.courierPorts ?? [5223, 443];
-    const courierServer = net.spawn(net.ns.upstream, nodeBin(), [fixturePath('courier-server.js'), ...ports.map(String), '--parent-watch']);
+    const ports = opts.courierPorts ?? (opts.nameSets ? [5223, 443, 2197] : [5223, 443]);
+    const httpPorts = opts.httpPorts ?? (opts.nameSets ? [80] : []);
+    const udpPorts = opts.udpPorts ?? (opts.nameSets ? [123] : []);
+    const courierServer = net.spawn(net.ns.upstream, nodeBin(), [fixturePath('courier-server.js'), ...ports.map(String),
+      ...httpPorts.flatMap((p) => ['--http', String(p)]), ...udpPorts.flatMap((p) => ['--udp', String(p)]), '--parent-watch']);
     const [apple] = await Promise.all([
       startFakeApple(net, opts.scenario ?? {}),
       courierServer.waitForLine(/^\{"listening":/, 15000),
@@ -266,15 +305,14 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
       appleQueries: () => jsonLines(fakeApple)
         .filter((o) => typeof o['q'] === 'string')
         .map((o) => ({ q: o['q'] as string, type: String(o['type']), transport: String(o['transport']), asked: String(o['asked']), from: String(o['from']) })),
-      probe: async (args: string[], timeoutMs = 30000) => {
-        const r = await net.exec(net.ns.client, nodeBin(), [fixturePath('probe.js'), ...args], { timeoutMs, reject: false });
-        const last = r.stdout.trim().split('\n').pop() ?? '';
-        try {
-          return JSON.parse(last) as unknown;
-        } catch {
-          throw new Error(`lab: probe ${args.join(' ')} printed no JSON (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''})\n  stdout: ${r.stdout.slice(-2000)}\n  stderr: ${r.stderr.slice(-2000)}`);
-        }
-      },
+      probe: (args: string[], timeoutMs = 30000) => clientJson(net, 'probe.js', args, timeoutMs),
+      mdm: (args: string[] = [], timeoutMs = 60000) => clientJson(net, 'mdm-server.js', args, timeoutMs),
+      httpRequests: () => jsonLines(courierServer)
+        .filter((o) => typeof o['http'] === 'string')
+        .map((o) => ({ http: o['http'] as string, peer: String(o['peer']), method: String(o['method']), path: String(o['path']), host: typeof o['host'] === 'string' ? o['host'] : null })),
+      udpExchanges: () => jsonLines(courierServer)
+        .filter((o) => typeof o['udp'] === 'string')
+        .map((o) => ({ udp: o['udp'] as string, peer: String(o['peer']), kind: String(o['kind']) })),
     };
   } catch (err) {
     await net.destroy();
@@ -282,8 +320,21 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
   }
 }
 
+/** Runs a fixture in the client namespace and parses its JSON (last stdout line). */
+async function clientJson(net: NetLab, fixture: string, args: string[], timeoutMs: number): Promise<any> {
+  const r = await net.exec(net.ns.client, nodeBin(), [fixturePath(fixture), ...args], { timeoutMs, reject: false });
+  const last = r.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(last) as unknown;
+  } catch {
+    const name = fixture.replace(/\.js$/, '');
+    throw new Error(`lab: ${name} ${args.join(' ')} printed no JSON (exit ${r.exitCode}${r.timedOut ? ', timed out' : ''})\n  stdout: ${r.stdout.slice(-2000)}\n  stderr: ${r.stderr.slice(-2000)}`);
+  }
+}
+
 /**
- * Writes a daemon config for this lab (VIPs 198.18.100.0/24, couriers 1..60, upstream DNS
+ * Writes a daemon config for this lab (VIPs 198.18.100.0/24, couriers 1..60, the other name sets
+ * off but on the test plan's prefixes, upstream DNS
  * 203.0.113.53, couriers in 203.0.113.0/24, state in the lab's dir), with the given top-level keys
  * replaced; returns its path.
  */
@@ -294,6 +345,14 @@ export async function writeLabConfig(lab: NetLab, overrides: Record<string, unkn
     couriers: { first: 1, last: 60 },
     upstreamDns: ['203.0.113.53'],
     allowedUpstreamNets: ['203.0.113.0/24'],
+    // The other default name sets on the test plan's prefixes, off: a test about couriers sees
+    // couriers only; a test about name sets turns them on (nameSets in overrides).
+    vipPool: '198.18.102.0/24',
+    nameSets: {
+      sandbox: { enabled: false, vipPrefix: '198.18.101.0/24' },
+      bag: { enabled: false },
+      provider: { enabled: false },
+    },
     stateDir: path.join(lab.dir, 'state'),
     ...overrides,
   }, null, 1));

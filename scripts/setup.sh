@@ -6,7 +6,7 @@
 #
 #   OS packages  lab:  nftables, iproute2, dnsutils (dig), procps (sysctl)
 #                test: the same plus knot-dnsutils (kdig), systemd (systemd-analyze), util-linux (setpriv),
-#                      dpkg-dev, binutils and lintian (the Debian package test)
+#                      dpkg-dev, binutils and lintian (the Debian package test), chromium (the status page test)
 #                lab --ha and test: keepalived, conntrackd, conntrack (the router pair); they run only inside
 #                the lab's namespaces: their system services are neither started nor enabled here
 #                and make, g++, python3 when the native addons still have to be compiled (no prebuild)
@@ -67,6 +67,8 @@ if [ "$what" = test ]; then
   have dpkg-shlibdeps || pkgs+=(dpkg-dev)
   have strip || pkgs+=(binutils)
   have lintian || pkgs+=(lintian)
+  # the status page test: headless Chromium loads the page in the lab
+  have chromium || pkgs+=(chromium)
 fi
 npm_ci=0
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then npm_ci=1; fi

@@ -1,38 +1,36 @@
 #!/usr/bin/env node
-// Entry point: parses the command line and wires the real I/O (execa, files, node-cron, winston,
+// Entry point: parses the command line and wires the real I/O (child processes, files, node-cron, winston,
 // signals) into the pure core. Exit codes: 0 ok, 1 failed, 2 bad config or usage.
 import { runSignals } from './cli/signals.js';  // first: queues SIGHUP/SIGTERM while the rest loads
 import { readFile, mkdir } from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { execa } from 'execa';
-import cron from 'node-cron';
+import { runTool } from './cli/exec.js';
 import { type Config, DEFAULT_CONFIG_PATH, parseConfigText } from './core/config.js';
 import { controlPath, requestControl } from './ops/control.js';
-import { Controller, type RefreshReport } from './sync/controller.js';
-import { startDaemon } from './ops/daemon.js';
+import type { RefreshReport } from './sync/controller.js';
 import { ApnsProxyError, ConfigError, errorMessage } from './core/errors.js';
 import { type Logger } from './core/log.js';
-import { createLogger } from './cli/logger.js';
-import { desiredElements, desiredMapping } from './sync/mapping.js';
-import { renderFlush, renderFullSync, renderRuleset } from './nft/render.js';
 import { createNftRunner, type NftRunner } from './nft/runner.js';
-import { createResolver, type Resolver } from './dns/client/resolver.js';
+import type { Resolver } from './dns/client/resolver.js';
 import { loadRelayAddon } from './fallback/relay/index.js';
 import { createPolicyRouting, type PolicyRouting } from './fallback/routing.js';
-import { createStateStore } from './sync/state.js';
-import { formatStatus, statusRows } from './ops/status.js';
+import { createStateStore, recordsOf } from './sync/state.js';
 import { systemTool } from './core/tools.js';
-import { formatFindings, runDoctor } from './ops/doctor.js';
-import { realPreflightProbes, realProbes } from './ops/doctor-probes.js';
-import { realPairProbes } from './ops/ha/doctor.js';
-import { formatProblem, preflight, type PreflightOptions, type Problem } from './ops/preflight.js';
+import type { PreflightOptions, Problem } from './ops/preflight.js';
+
+// What only some commands use is imported when a command needs it: --help,
+// render and status do not load winston, node-cron, dns-packet or the daemon. System tools run
+// through runTool (src/cli/exec.ts, node:child_process): execa costs the daemon ~5 MB.
+const createLogger = async (level: Config['log']['level'], format: Config['log']['format']) => (await import('./cli/logger.js')).createLogger(level, format);
+const formatProblem = async () => (await import('./ops/preflight.js')).formatProblem;
 
 const USAGE = `usage: apns-proxy <command> [--config PATH]
 
 commands:
   run             the daemon: program last-known-good, then refresh on schedule
   refresh         one resolve-and-program cycle (asks the daemon when one runs)
-  status [--json] couriers, VIPs, addresses, state and age, from state and the kernel
+  status [--json] every name of every set: VIP, state, age, addresses, new connections,
+                  from state and the kernel
   render          print the nft script a full sync would apply (needs no root)
   doctor          check kernel features, sysctls, routing, ports and upstream DNS;
                   each problem with the command that fixes it (--devices N: expected devices)
@@ -41,6 +39,7 @@ commands:
 options:
   --config PATH   configuration file (default ${DEFAULT_CONFIG_PATH})
   --json          machine-readable output (status)
+  --wide          status: one table of every name with every column
   -h, --help      this text
 `;
 
@@ -58,36 +57,39 @@ async function loadConfig(path: string): Promise<Config> {
 
 function realNft(): NftRunner {
   return createNftRunner(async (file, args, opts) => {
-    const r = await execa(file, args, { ...opts, reject: false });
+    const r = await runTool(file, args, opts);
     return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode, failed: r.failed, code: (r as { code?: string }).code };
   }, systemTool('nft'));
 }
 
 function realRouting(): PolicyRouting {
   return createPolicyRouting(async (args) => {
-    const r = await execa(systemTool('ip'), args, { reject: false });
+    const r = await runTool(systemTool('ip'), args);
     if ((r as { code?: string }).code === 'ENOENT') throw new ApnsProxyError('E_ROUTING', 'cannot run ip: not installed (apt-get install iproute2)');
     return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
   });
 }
 
 async function execTool(file: string, args: string[], input?: string) {
-  const r = await execa(file, args, { reject: false, ...(input === undefined ? {} : { input }) });
+  const r = await runTool(file, args, input === undefined ? {} : { input });
   return { stdout: String(r.stdout), stderr: String(r.stderr), exitCode: r.exitCode ?? 1 };
 }
 
 /** What makes touching the kernel with this config unsafe (empty when nothing does). */
-function unsafe(config: Config, opts: PreflightOptions): Promise<Problem[]> {
+async function unsafe(config: Config, opts: PreflightOptions): Promise<Problem[]> {
+  const [{ preflight }, { realPreflightProbes }] = await Promise.all([import('./ops/preflight.js'), import('./ops/doctor-probes.js')]);
   return preflight(config, realPreflightProbes(execTool, systemTool('ip'), realNft()), opts);
 }
 
 /** Refuses before anything is touched: one line per problem on stderr, exit code 2. */
-function refuse(command: string, problems: readonly Problem[]): number {
-  for (const p of problems) process.stderr.write(`apns-proxy ${command}: refused, nothing changed: ${formatProblem(p)}\n`);
+async function refuse(command: string, problems: readonly Problem[]): Promise<number> {
+  const format = await formatProblem();
+  for (const p of problems) process.stderr.write(`apns-proxy ${command}: refused, nothing changed: ${format(p)}\n`);
   return 2;
 }
 
-function resolverFactory(logger: Logger): (c: Config) => Resolver {
+async function resolverFactory(logger: Logger): Promise<(c: Config) => Resolver> {
+  const { createResolver } = await import('./dns/client/resolver.js');
   return (c) => createResolver({
     servers: c.upstreamDns,
     timeoutMs: c.resolver.timeoutMs,
@@ -108,7 +110,7 @@ async function main(argv: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
-    options: { config: { type: 'string' }, json: { type: 'boolean' }, devices: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    options: { config: { type: 'string' }, json: { type: 'boolean' }, wide: { type: 'boolean' }, devices: { type: 'string' }, help: { type: 'boolean', short: 'h' } },
   });
   const command = positionals[0];
   if (values.help || command === undefined || command === 'help') {
@@ -119,16 +121,17 @@ async function main(argv: string[]): Promise<number> {
   const configPath = values.config ?? DEFAULT_CONFIG_PATH;
   if (command === 'doctor') return doctor(configPath, values.devices);
   const config = await loadConfig(configPath);
-  const logger = createLogger(config.log.level, config.log.format);
+  const logger = () => createLogger(config.log.level, config.log.format);
 
   switch (command) {
     case 'render': {
       // Elements from last-known-good state, so the output is what a daemon start would apply.
+      const [{ desiredElements, desiredMapping, desiredPorts }, { renderFullSync, renderRuleset }] = await Promise.all([import('./sync/mapping.js'), import('./nft/render.js')]);
       const state = await createStateStore(config.stateDir).load().catch(() => null);
-      const previous = new Map((state?.couriers ?? []).map((c) => [c.n, c]));
-      const { snapshot } = desiredMapping({ config, previous, now: Date.now() });
+      const previous = recordsOf(state, config.couriers.template);
+      const { snapshot } = desiredMapping({ config, previous, pool: new Map(Object.entries(state?.pool ?? {})), now: Date.now() });
       const { text } = renderRuleset(config);
-      process.stdout.write(renderFullSync(text, config.nft.table, desiredElements(snapshot)));
+      process.stdout.write(renderFullSync(text, config.nft.table, desiredElements(snapshot), [], desiredPorts(config, snapshot)));
       return 0;
     }
     case 'refresh': {
@@ -138,9 +141,11 @@ async function main(argv: string[]): Promise<number> {
       let report = viaDaemon;
       if (!report) {
         await mkdir(config.stateDir, { recursive: true });
+        const { Controller } = await import('./sync/controller.js');
+        const log = await logger();
         const controller = new Controller({
-          config, logger, nft: realNft(), routing: realRouting(), store: createStateStore(config.stateDir),
-          clock: Date.now, makeResolver: resolverFactory(logger),
+          config, logger: log, nft: realNft(), routing: realRouting(), store: createStateStore(config.stateDir),
+          clock: Date.now, makeResolver: await resolverFactory(log),
         });
         await controller.loadState();
         await controller.adoptKernel();
@@ -162,17 +167,19 @@ async function main(argv: string[]): Promise<number> {
       } catch (err) {
         process.stderr.write(`apns-proxy status: cannot read the kernel map (${errorMessage(err)}); showing state only\n`);
       }
+      const { formatStatus, statusRows } = await import('./ops/status.js');
       const rows = statusRows(config, state, live, Date.now());
       if (values.json) process.stdout.write(`${JSON.stringify({ savedAt: state?.savedAt ?? null, kernelTable: live === undefined ? 'unreadable' : live ? 'present' : 'absent', couriers: rows }, null, 1)}\n`);
       else {
         if (live === null) process.stdout.write(`kernel: table inet ${config.nft.table} is not loaded (run apns-proxy refresh)\n`);
-        process.stdout.write(formatStatus(rows));
+        process.stdout.write(formatStatus(rows, values.wide === true));
       }
       return 0;
     }
     case 'flush': {
       const problems = await unsafe(config, { for: 'flush' });
       if (problems.length > 0) return refuse('flush', problems);
+      const { renderFlush } = await import('./nft/render.js');
       await realNft().apply(renderFlush(config.nft.table));
       await realRouting().remove({ mark: config.fallback.mark, table: config.fallback.table });
       process.stdout.write(`removed table inet ${config.nft.table} and the fallback's policy routing (fwmark 0x${config.fallback.mark.toString(16)} table ${config.fallback.table})\n`);
@@ -181,23 +188,25 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const problems = await unsafe(config, { for: 'run' });
       if (problems.length > 0) return refuse('run', problems);
+      const [{ startDaemon }, { default: cron }, log] = await Promise.all([import('./ops/daemon.js'), import('node-cron'), logger()]);
+      const format = await formatProblem();
       // A read-only or full /var must not stop DNS and forwarding: the daemon reports it instead.
-      await mkdir(config.stateDir, { recursive: true }).catch((err: unknown) => logger.error(`stateDir ${config.stateDir}: ${errorMessage(err)}`));
+      await mkdir(config.stateDir, { recursive: true }).catch((err: unknown) => log.error(`stateDir ${config.stateDir}: ${errorMessage(err)}`));
       let running = config;
       const daemon = await startDaemon({
-        config, logger,
+        config, logger: log,
         nft: realNft(),
         routing: realRouting(),
         loadNative: () => loadRelayAddon(),
         store: createStateStore(config.stateDir),
         clock: Date.now,
-        makeResolver: resolverFactory(logger),
+        makeResolver: await resolverFactory(log),
         schedule: (expr, task) => cron.schedule(expr, task),
         // A reload is refused like a start (the daemon logs it and keeps the running configuration).
         loadConfig: async () => {
           const next = await loadConfig(configPath);
           const problems = await unsafe(next, { for: 'run', alsoOurs: [running.fallback] });
-          if (problems.length > 0) throw new ApnsProxyError(problems[0]!.code, `refused: ${problems.map(formatProblem).join(' | ')}`);
+          if (problems.length > 0) throw new ApnsProxyError(problems[0]!.code, `refused: ${problems.map(format).join(' | ')}`);
           running = next;
           return next;
         },
@@ -215,6 +224,7 @@ async function main(argv: string[]): Promise<number> {
 async function doctor(configPath: string, devicesText: string | undefined): Promise<number> {
   const devices = devicesText === undefined ? 5000 : Number(devicesText);
   if (!Number.isInteger(devices) || devices < 1) throw new ApnsProxyError('E_USAGE', `--devices must be a positive integer, got ${JSON.stringify(devicesText)}`);
+  const [{ formatFindings, runDoctor }, { realProbes }] = await Promise.all([import('./ops/doctor.js'), import('./ops/doctor-probes.js')]);
   let config: Config;
   try {
     config = await loadConfig(configPath);
@@ -231,6 +241,7 @@ async function doctor(configPath: string, devicesText: string | undefined): Prom
     }
   };
   const base = realProbes(config, execTool, { nft: systemTool('nft'), ip: systemTool('ip') }, native, realNft());
+  const { realPairProbes } = await import('./ops/ha/doctor.js');
   const probes = config.ha.enabled ? { ...base, pair: realPairProbes(execTool, { conntrackd: systemTool('conntrackd') }, base) } : base;
   const findings = [{ check: 'config', level: 'ok' as const, message: `${configPath} is valid` }, ...await runDoctor(config, probes, { devices })];
   process.stdout.write(formatFindings(findings));

@@ -36,6 +36,10 @@ export function apnsConfig(lab: Lab, name: string, last: number, maxConnections 
     vipPrefix: ADDR.vipPrefix,
     ports: [HTTP_PORT, BULK_PORT],
     couriers: { first: 1, last },
+    // couriers only, as the figures before name sets were; the other sets off, on benchmark prefixes
+    // (198.18.101.1 is HAProxy's address on the router's loopback here)
+    vipPool: '198.18.102.0/24',
+    nameSets: { sandbox: { enabled: false, vipPrefix: '198.18.104.0/24' }, bag: { enabled: false }, provider: { enabled: false } },
     upstreamDns: [ADDR.dns],
     allowedUpstreamNets: ['203.0.113.0/24'],
     resolver: { timeoutMs: 1000 },

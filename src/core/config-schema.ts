@@ -19,7 +19,9 @@ const PORT = '(?:[1-9]\\d{0,3}|[1-5]\\d{4}|6[0-4]\\d{3}|65[0-4]\\d\\d|655[0-2]\\
 const ZONE = '(?:%[0-9A-Za-z.:-]+)?';
 
 export const PATTERNS = {
-  vipPrefix: `^${IPV4}/24$`,
+  vipPrefix: `^${IPV4}/(?:1[6-9]|2\\d|30)$`,
+  setId: '^[a-z][a-z0-9_-]{0,31}$',
+  hostname: '^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?\\.?$',
   cidr4: `^${CIDR4}$`,
   anyCidr: `^(?:${CIDR4}|${IPV6}/(?:0{0,2}\\d|0?[1-9]\\d|1[01]\\d|12[0-8]))$`,
   hostPort: `^(?:${IPV4}(?::${PORT})?|\\[${IPV6}${ZONE}\\](?::${PORT})?|${IPV6}${ZONE})$`,
@@ -49,20 +51,56 @@ function section<P extends TProperties>(description: string, properties: P) {
   return Type.Optional(Type.Object(properties, { description, default: def, additionalProperties: false }));
 }
 
+const port = Type.Integer({ minimum: 1, maximum: 65535 });
+const ports = (description: string) => Type.Optional(Type.Array(port, { description, uniqueItems: true }));
+
+/**
+ * One name set in config.json. Every key is optional here: a default set's missing keys come from
+ * its default, and config.ts checks that a new set is complete (numbered: template + vipPrefix;
+ * exact: names) and not both.
+ */
+const NameSetSchema = Type.Object({
+  enabled: Type.Optional(Type.Boolean({ description: 'false turns the set off (default true).' })),
+  template: Type.Optional(Type.String({ minLength: 1, pattern: PATTERNS.template, errorMessage: 'must contain "{n}" exactly once', description: 'A numbered set: the name with {n}.' })),
+  first: Type.Optional(Type.Integer({ minimum: 0, maximum: 65534, description: 'A numbered set: first N (default 0).' })),
+  last: Type.Optional(Type.Integer({ minimum: 0, maximum: 65534, description: 'A numbered set: last N (default 200).' })),
+  vipPrefix: Type.Optional(Type.String({ minLength: 1, pattern: PATTERNS.vipPrefix, errorMessage: 'must be an IPv4 network /16../30 like 10.100.101.0/24', description: 'A numbered set: its prefix; N gets network + N, 0 broadcast − 1.' })),
+  names: Type.Optional(Type.Array(Type.String({ minLength: 1, maxLength: 254, pattern: PATTERNS.hostname, errorMessage: 'must be a DNS name like init.push.apple.com' }), {
+    description: 'An exact set: its host names (VIPs from vipPool).', minItems: 1, uniqueItems: true,
+  })),
+  tcp: ports('TCP ports forwarded to its names.'),
+  udp: ports('UDP ports forwarded to its names.'),
+  allowedUpstreamNets: Type.Optional(Type.Array(cidr4, { description: 'Narrows allowedUpstreamNets for this set (each inside one of them).', minItems: 1 })),
+}, { additionalProperties: false });
+
+const DEFAULT_NAME_SETS = {
+  sandbox: { enabled: true, template: '{n}-courier.sandbox.push.apple.com', first: 0, last: 200, vipPrefix: '10.100.101.0/24', tcp: [5223, 443], udp: [] },
+  bag: { enabled: true, names: ['init.push.apple.com', 'init-p01st.push.apple.com', 'init.sandbox.push.apple.com'], tcp: [80, 443], udp: [] },
+  provider: { enabled: true, names: ['api.push.apple.com', 'api.sandbox.push.apple.com', 'api.development.push.apple.com'], tcp: [443, 2197], udp: [] },
+};
+
 export const ConfigSchema = Type.Object({
   $schema: Type.Optional(Type.String({ description: 'Where editors find this schema, e.g. file:///opt/apns-proxy/config.schema.json (apns-proxy ignores it).', minLength: 1 })),
   vipPrefix: text('10.100.100.0/24',
-    'An IPv4 /24; courier N gets VIP PREFIX.N. Must be routed to this router. Any number of client networks share it.',
-    PATTERNS.vipPrefix, 'must be an IPv4 /24 network like 10.100.100.0/24 (one VIP per courier, PREFIX.N)'),
-  ports: list(Type.Integer({ minimum: 1, maximum: 65535 }), [5223, 443], 'TCP ports forwarded (APNs: 5223, 443 as fallback).',
+    'The production couriers\' prefix (/16../30): courier N ≥ 1 gets network + N, courier 0 the last usable address (broadcast − 1). Must be routed to this router. Any number of client networks share it.',
+    PATTERNS.vipPrefix, 'must be an IPv4 network /16../30 like 10.100.100.0/24 (one VIP per courier: network + N, courier 0 at broadcast − 1)'),
+  ports: list(port, [5223, 443], 'TCP ports forwarded to the production couriers (APNs: 5223, 443 as fallback).',
     { minItems: 1, uniqueItems: true }),
-  couriers: section('The courier names and their range.', {
+  couriers: section('The production courier names and their range (the name set "couriers").', {
     template: text('{n}-courier.push.apple.com',
-      'Courier name with {n}; names are matched strictly (no leading zeros, 1..254).',
+      'Courier name with {n}; names are matched strictly (no leading zeros, first..last).',
       PATTERNS.template, 'must contain "{n}" exactly once'),
-    first: int(1, 254, 1, 'First courier number (1..254, at most couriers.last).'),
-    last: int(1, 254, 200, 'Last courier number (1..254).'),
+    first: int(0, 65534, 0, 'First courier number (apsd picks 0..count: 0 happens), at most couriers.last.'),
+    last: int(0, 65534, 200, 'Last courier number; must fit vipPrefix (a /24 holds 0..253, a /23 0..509).'),
   }),
+  nameSets: Type.Optional(Type.Record(Type.String({ pattern: PATTERNS.setId }), NameSetSchema, {
+    description: 'Further name sets by id, merged over the defaults (sandbox couriers, the bag hosts, the provider API hosts): '
+      + '{"sandbox": {"enabled": false}} turns one off; a new id adds a set. A numbered set has template/first/last/vipPrefix, an exact set names; both have tcp/udp.',
+    default: DEFAULT_NAME_SETS, additionalProperties: false,
+    errorMessage: 'set ids are a lower-case letter followed by up to 31 letters, digits, "-" or "_"',
+  })),
+  vipPool: text('10.100.102.0/24', 'IPv4 prefix the exact-name sets take their VIPs from: a name keeps its VIP across refreshes and restarts (state file).',
+    PATTERNS.vipPrefix, 'must be an IPv4 network /16../30 like 10.100.102.0/24'),
   upstreamDns: list(hostPort(53), ['8.8.8.8'],
     'Resolvers tried in order (IP or IP:port, IPv4 or [IPv6]:port); the next is tried on failure. Used for courier names and for forwarded names.',
     { minItems: 1 }),

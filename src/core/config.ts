@@ -6,6 +6,7 @@ import { Errors, type ValueError, ValueErrorType } from '@sinclair/typebox/error
 import cron from 'node-cron';
 import { type ConfigFile, ConfigSchema } from './config-schema.js';
 import { ConfigError } from './errors.js';
+import { type NameSet, PRODUCTION_SET, maxNumber, nameSetProblems } from './namesets.js';
 import { type Cidr4, type HostPort, formatHostPort, parseCidr4, parseHostPort } from './net.js';
 
 /** Every key present (the file's shape with the defaults filled in), deeply read-only. */
@@ -22,14 +23,24 @@ type Parsed<T, P> = {
 /** config.json with every key at its value or default (the shape of DEFAULTS). */
 export type ConfigValues = Filled<Omit<ConfigFile, '$schema'>>;
 
-/** The validated configuration: the schema's values, addresses and networks parsed. */
-export type Config = Parsed<ConfigValues, {
-  vipPrefix: Cidr4;                          // always a /24
+/** One entry of nameSets as config.json may write it (every key optional; merged over the default set). */
+export type NameSetValues = NonNullable<ConfigFile['nameSets']>[string];
+
+/**
+ * The validated configuration: the schema's values, addresses and networks parsed. `sets` is every
+ * enabled name set, the production couriers first (id "couriers", from vipPrefix, ports, couriers).
+ */
+export type Config = Parsed<Omit<ConfigValues, 'nameSets' | 'vipPool'>, {
+  vipPrefix: Cidr4;                          // the production couriers' prefix, /16../30
   upstreamDns: readonly HostPort[];
   allowedUpstreamNets: readonly Cidr4[];
   dns: { listen: readonly HostPort[] };      // dns.allowClients stay CIDR text, IPv4 or IPv6, validated
   metrics: { listen: readonly HostPort[] };  // Prometheus /metrics and /healthz; [] = off
-}>;
+}> & {
+  readonly nameSets: Readonly<Record<string, NameSetValues>>;  // as merged over the defaults, disabled ones included
+  readonly vipPool: Cidr4;
+  readonly sets: readonly NameSet[];
+};
 
 export type LogLevel = ConfigValues['log']['level'];
 
@@ -78,6 +89,7 @@ function problem(e: ValueError): string {
   const s = e.schema as Record<string, unknown>;
   switch (e.type) {
     case ValueErrorType.ObjectAdditionalProperties:
+      if (s.properties === undefined) return typeof s.errorMessage === 'string' ? s.errorMessage : 'unknown key';
       return `unknown key (known here: ${Object.keys(s.properties as object).join(', ')})`;
     case ValueErrorType.Object: return 'must be an object';
     case ValueErrorType.Array: return 'must be a list';
@@ -167,13 +179,98 @@ export function parseConfig(raw: unknown): Config {
   if (!cron.validate(v.refresh.schedule)) throw new ConfigError('refresh.schedule', v.refresh.schedule, 'must be a cron expression like "* * * * *"');
   const metrics = { listen: v.metrics.listen.map((x, i) => hostPort(x, `metrics.listen[${i}]`, 9523)) };
 
-  checkCrossFields({ vipPrefix, upstreamDns, allowedUpstreamNets, dns }, v.upstreamDns, v.allowedUpstreamNets);
+  const vipPool = cidr4(v.vipPool, 'vipPool');
+  const { merged: nameSets, sets: extra } = parseNameSets(isObj(raw.nameSets) ? raw.nameSets : {}, allowedUpstreamNets);
+  const sets: NameSet[] = [
+    { kind: 'numbered', id: PRODUCTION_SET, template: couriers.template, first: couriers.first, last: couriers.last, prefix: vipPrefix, tcp: [...v.ports], udp: [] },
+    ...extra,
+  ];
+  for (const s of sets) {
+    if (s.kind !== 'numbered' || s.last <= maxNumber(s.prefix, s.first)) continue;
+    const prod = s.id === PRODUCTION_SET;
+    throw new ConfigError(prod ? 'couriers.last' : `nameSets.${s.id}.last`, s.last,
+      `does not fit ${prod ? 'vipPrefix' : `nameSets.${s.id}.vipPrefix`} ${s.prefix.text}: ${s.first}..${maxNumber(s.prefix, s.first)} at most (no VIP may be the network or broadcast address; N = 0 takes broadcast − 1)`);
+  }
+  const problems = nameSetProblems(sets, vipPool);
+  if (problems.length > 0) {
+    // the first set the sentence names; a problem of the pool alone (too small) is vipPool's
+    const id = firstSetNamed(problems[0]!, sets);
+    const key = id === undefined ? 'vipPool' : id === PRODUCTION_SET ? 'vipPrefix' : `nameSets.${id}`;
+    throw new ConfigError(key, id === undefined ? v.vipPool : id === PRODUCTION_SET ? v.vipPrefix : nameSets[id], problems[0]!);
+  }
+
+  checkCrossFields({ vipPrefix, upstreamDns, allowedUpstreamNets, dns, sets, vipPool }, v.upstreamDns, v.allowedUpstreamNets);
 
   return Object.freeze({
-    vipPrefix, ports: [...v.ports], couriers, upstreamDns, allowedUpstreamNets, resolver: { ...v.resolver }, dns,
+    vipPrefix, ports: [...v.ports], couriers, nameSets, vipPool, sets,
+    upstreamDns, allowedUpstreamNets, resolver: { ...v.resolver }, dns,
     refresh: { ...v.refresh }, fallback: { ...v.fallback }, nft: { ...v.nft }, ha: { ...v.ha }, metrics,
     stateDir: v.stateDir.replace(/\/+$/, '') || '/', log: { ...v.log },
   });
+}
+
+const NUMBERED_KEYS = ['template', 'first', 'last', 'vipPrefix'] as const;
+
+/**
+ * nameSets merged over the defaults (a given set's keys win; a set that turns from numbered into
+ * exact, or back, drops the other kind's default keys), then each enabled set checked and parsed.
+ */
+function parseNameSets(given: Obj, globalNets: readonly Cidr4[]): { merged: Record<string, NameSetValues>; sets: NameSet[] } {
+  const defaults = DEFAULTS.nameSets as unknown as Record<string, NameSetValues>;
+  const merged: Record<string, NameSetValues> = {};
+  const sets: NameSet[] = [];
+  for (const id of [...new Set([...Object.keys(defaults), ...Object.keys(given)])]) {
+    const key = `nameSets.${id}`;
+    if (id === PRODUCTION_SET) throw new ConfigError(key, given[id], 'is the production couriers\' set: configure it with vipPrefix, ports and couriers');
+    const own = (given[id] ?? {}) as NameSetValues;
+    const base = { ...(defaults[id] ?? {}) } as Record<string, unknown>;
+    if (own.names !== undefined) for (const k of NUMBERED_KEYS) delete base[k];
+    if (own.template !== undefined || own.vipPrefix !== undefined) delete base.names;
+    const m = { ...base, ...own } as NameSetValues;
+    merged[id] = m;
+    if (m.enabled === false) continue;
+    const tcp = [...(m.tcp ?? [])];
+    const udp = [...(m.udp ?? [])];
+    if (tcp.length + udp.length === 0) throw new ConfigError(`${key}.tcp`, tcp, 'must list at least one port (tcp or udp)');
+    const nets = m.allowedUpstreamNets?.map((x, i) => {
+      const net = cidr4(x, `${key}.allowedUpstreamNets[${i}]`);
+      if (!globalNets.some((g) => g.length <= net.length && cidrsOverlap(g, net))) {
+        throw new ConfigError(`${key}.allowedUpstreamNets[${i}]`, x, `must lie inside allowedUpstreamNets (${globalNets.map((g) => g.text).join(', ')}): a set may narrow it, never widen it`);
+      }
+      return net;
+    });
+    const common = { id, tcp, udp, ...(nets ? { allowedUpstreamNets: nets } : {}) };
+    if (m.names !== undefined) {
+      if (m.template !== undefined || m.vipPrefix !== undefined) throw new ConfigError(key, m, 'has both names (an exact set) and template/vipPrefix (a numbered set): choose one');
+      const names = m.names.map((n, i) => hostname(n, `${key}.names[${i}]`));
+      sets.push({ kind: 'names', names, ...common });
+    } else {
+      if (m.template === undefined || m.vipPrefix === undefined) throw new ConfigError(key, m, 'needs either names (an exact set) or template and vipPrefix (a numbered set)');
+      const first = m.first ?? 0;
+      const last = m.last ?? 200;
+      if (first > last) throw new ConfigError(`${key}.first`, first, `must not exceed ${key}.last (${last})`);
+      sets.push({ kind: 'numbered', template: template(m.template, `${key}.template`), first, last, prefix: cidr4(m.vipPrefix, `${key}.vipPrefix`), ...common });
+    }
+  }
+  return { merged, sets };
+}
+
+function hostname(text: string, key: string): string {
+  const name = text.replace(/\.$/, '').toLowerCase();
+  if (name.length > 253 || !name.includes('.') || !name.split('.').every((l) => HOSTNAME_LABEL.test(l))) {
+    throw new ConfigError(key, text, 'must be a DNS name like init.push.apple.com');
+  }
+  return name;
+}
+
+/** The set a nameSetProblems sentence names first. */
+function firstSetNamed(problem: string, sets: readonly NameSet[]): string | undefined {
+  let best: { id: string; at: number } | undefined;
+  for (const s of sets) {
+    const at = new RegExp(`(?:^|[ (])${s.id.replace(/[-]/g, '\\-')}(?=[ :(])`).exec(problem)?.index;
+    if (at !== undefined && (best === undefined || at < best.at)) best = { id: s.id, at };
+  }
+  return best?.id;
 }
 
 /** Two IPv4 networks overlap when the shorter one contains the other's first address. */
@@ -183,7 +280,7 @@ function cidrsOverlap(a: Cidr4, b: Cidr4): boolean {
 }
 
 /** Cross-field checks: combinations that are each valid alone but unsafe together. */
-function checkCrossFields(c: Pick<Config, 'vipPrefix' | 'upstreamDns' | 'allowedUpstreamNets' | 'dns'>, rawDns: readonly string[], rawNets: readonly string[]): void {
+function checkCrossFields(c: Pick<Config, 'vipPrefix' | 'upstreamDns' | 'allowedUpstreamNets' | 'dns' | 'sets' | 'vipPool'>, rawDns: readonly string[], rawNets: readonly string[]): void {
   c.allowedUpstreamNets.forEach((net, i) => {
     // Shorter than /8 reaches beyond any one operator's space: a poisoned answer could point anywhere.
     if (net.length < 8) {
@@ -191,6 +288,11 @@ function checkCrossFields(c: Pick<Config, 'vipPrefix' | 'upstreamDns' | 'allowed
     }
     if (cidrsOverlap(net, c.vipPrefix)) {
       throw new ConfigError(`allowedUpstreamNets[${i}]`, rawNets[i], `overlaps vipPrefix ${c.vipPrefix.text}: a VIP could be programmed as a courier address (VIP → VIP)`);
+    }
+    for (const [what, prefix] of vipPrefixes(c)) {
+      if (cidrsOverlap(net, prefix)) {
+        throw new ConfigError(`allowedUpstreamNets[${i}]`, rawNets[i], `overlaps ${what} ${prefix.text}: a VIP could be programmed as an upstream address (VIP → VIP)`);
+      }
     }
   });
   c.upstreamDns.forEach((up, i) => {
@@ -210,4 +312,12 @@ export function parseConfigText(text: string, path: string): Config {
     throw new ConfigError(path, text.length > 40 ? `${text.slice(0, 37)}...` : text, `is not valid JSON (${(err as Error).message})`);
   }
   return parseConfig(raw);
+}
+
+/** Every prefix our VIPs come from, named as an operator reads it: vipPrefix, each numbered set's, the pool. */
+export function vipPrefixes(c: Pick<Config, 'vipPrefix' | 'sets' | 'vipPool'>): [string, Cidr4][] {
+  const out: [string, Cidr4][] = [['vipPrefix', c.vipPrefix]];
+  for (const s of c.sets) if (s.kind === 'numbered' && s.id !== PRODUCTION_SET) out.push([`nameSets.${s.id}.vipPrefix`, s.prefix]);
+  out.push(['vipPool', c.vipPool]);
+  return out;
 }

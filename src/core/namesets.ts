@@ -13,6 +13,7 @@ export interface NumberedSet {
   readonly prefix: Cidr4;
   readonly tcp: readonly number[];
   readonly udp: readonly number[];
+  readonly allowedUpstreamNets?: readonly Cidr4[];  // narrower than the global list; absent: the global one
 }
 
 /** A list of host names, each with a VIP from the pool that stays with it. */
@@ -22,6 +23,7 @@ export interface ExactSet {
   readonly names: readonly string[];  // lower case, no trailing dot
   readonly tcp: readonly number[];
   readonly udp: readonly number[];
+  readonly allowedUpstreamNets?: readonly Cidr4[];
 }
 
 export type NameSet = NumberedSet | ExactSet;
@@ -147,4 +149,60 @@ function exampleNames(s: NameSet): string[] {
 function overlaps(a: Cidr4, b: Cidr4): boolean {
   const mask = a.length < b.length ? a.mask : b.mask;
   return ((a.network & mask) >>> 0) === ((b.network & mask) >>> 0);
+}
+
+/** The production couriers' set id (configured by vipPrefix, ports and couriers). */
+export const PRODUCTION_SET = 'couriers';
+
+/** One name the router carries: its set, its N (numbered sets), its VIP. */
+export interface NameEntry {
+  readonly name: string;        // lower case, no trailing dot
+  readonly set: string;
+  readonly n: number | null;    // numbered sets only
+  readonly vip: string;
+}
+
+/** The exact names of the sets, in set order (what allocatePool takes). */
+export function exactNames(sets: readonly NameSet[]): string[] {
+  return sets.flatMap((s) => (s.kind === 'names' ? [...s.names] : []));
+}
+
+/**
+ * Every name of every set with its VIP: numbered names from their prefix, exact names from `pool`
+ * (allocatePool's assignment). An exact name the pool has no VIP for is left out.
+ */
+export function nameEntries(sets: readonly NameSet[], pool: ReadonlyMap<string, string>): NameEntry[] {
+  const out: NameEntry[] = [];
+  for (const s of sets) {
+    if (s.kind === 'numbered') {
+      for (let n = s.first; n <= s.last; n++) {
+        const vip = vipForNumber(s.prefix, n);
+        if (vip !== undefined) out.push({ name: numberedName(s.template, n), set: s.id, n, vip: formatIPv4(vip) });
+      }
+    } else {
+      for (const name of s.names) {
+        const vip = pool.get(name);
+        if (vip !== undefined) out.push({ name, set: s.id, n: null, vip });
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * Whether `name` (lower case, no trailing dot) has the shape of a numbered set's names: the
+ * template with a decimal number where {n} is. Returns the set and the number, in range or not.
+ */
+export function matchNumbered(sets: readonly NameSet[], name: string): { set: NumberedSet; n: number } | undefined {
+  for (const s of sets) {
+    if (s.kind !== 'numbered') continue;
+    const at = s.template.indexOf('{n}');
+    const head = s.template.slice(0, at);
+    const tail = s.template.slice(at + 3);
+    if (name.length <= head.length + tail.length || !name.startsWith(head) || !name.endsWith(tail)) continue;
+    const digits = name.slice(head.length, name.length - tail.length);
+    if (!/^(?:0|[1-9][0-9]{0,8})$/.test(digits)) continue;
+    return { set: s, n: Number(digits) };
+  }
+  return undefined;
 }

@@ -3,7 +3,7 @@
 // only costs a header/question scan, one Map lookup and a copy with ID, flags and question patched.
 import dnsPacket from 'dns-packet';
 import type { Config } from '../core/config.js';
-import { courierName, courierNumbers, vipFor } from '../core/couriers.js';
+import { type NameEntry, type NumberedSet, PRODUCTION_SET, matchNumbered, nameEntries } from '../core/namesets.js';
 import type { Snapshot } from '../sync/mapping.js';
 import { parseIPv4 } from '../core/net.js';
 import { EDNS_UDP_SIZE } from './client/exchange.js';
@@ -25,9 +25,10 @@ const SOA_MNAME = 'localhost';
 const SOA_RNAME = 'nobody.invalid';
 const SOA_TIMERS = [1, 3600, 1200, 604800] as const;  // serial, refresh, retry, expire; minimum = dns.ttl
 
-/** The replies for one courier name: [without EDNS, with our OPT]; qname lower-case, patched per query. */
+/** The replies for one name of a set: [without EDNS, with our OPT]; qname lower-case, patched per query. */
 export interface CourierAnswers {
-  readonly n: number;
+  readonly n: number | null;                // N in a numbered set; null for an exact name
+  readonly set: string;
   readonly qname: Buffer;                   // lower-cased wire name
   readonly vip: string;
   readonly exists: boolean | null;          // as the snapshot says; null = unknown
@@ -37,8 +38,11 @@ export interface CourierAnswers {
 
 /** Everything a query needs, computed once per snapshot (or config) change. Immutable. */
 export interface Responder {
-  readonly couriers: ReadonlyMap<number, CourierAnswers>;  // key: nameHash(qname, seed)
-  readonly seed: number;                                  // no two courier names share a hash under it
+  readonly couriers: ReadonlyMap<number, CourierAnswers>;  // every name of every set; key: nameHash(qname, seed)
+  readonly seed: number;                                  // no two names share a hash under it
+  readonly numbered: readonly NumberedSet[];              // names of their shape outside the range: NXDOMAIN here
+  readonly ttl: number;
+  readonly countLimit: number;                            // push.apple.com TXT "count=" is capped at this (production last)
 }
 
 export type Outcome = 'courier' | 'nodata' | 'nxdomain' | 'refused' | 'formerr' | 'notimp' | 'badvers';
@@ -55,6 +59,7 @@ export interface ForwardQuery {
   readonly dnssecOk: boolean;  // its OPT had DO: asked upstream with DO too (a validating client gets signatures)
   readonly checkingDisabled: boolean;  // CD: asked upstream with CD too (the client validates itself)
   readonly limit: number;      // the largest reply this client takes on its transport
+  readonly countLimit?: number; // push.apple.com TXT: a "count=N" above this is rewritten to it (rewriteTxtCount)
 }
 
 export type Decision =
@@ -62,39 +67,49 @@ export type Decision =
   | { readonly kind: 'forward'; readonly query: ForwardQuery }
   | { readonly kind: 'drop'; readonly reason: 'short' | 'response' };
 
-export type ResponderConfig = Pick<Config, 'couriers' | 'vipPrefix'> & { readonly dns: Pick<Config['dns'], 'ttl'> };
+export type ResponderConfig = Pick<Config, 'couriers' | 'vipPrefix' | 'sets'> & { readonly dns: Pick<Config['dns'], 'ttl'> };
+
+/** The zone our SOA names for a name: under the numbered label (numbered sets), else the parent. */
+function zoneOffsetOf(name: string, set: NumberedSet | undefined): number | undefined {
+  const labels = name.split('.');
+  const skip = set ? set.template.split('.').findIndex((l) => l.includes('{n}')) + 1 : 1;
+  if (skip >= labels.length) return undefined;  // the root
+  return HEADER_SIZE + labels.slice(0, skip).reduce((sum, l) => sum + 1 + l.length, 0);
+}
 
 /**
- * Precomputes every courier reply. The VIP comes from the snapshot (what the kernel was given),
- * else from the config; existence is unknown (null) for couriers the snapshot does not have.
+ * Precomputes the replies of every name of every set. Names and VIPs come from the snapshot (what
+ * the kernel was given, exact names with their pool VIPs); before the first snapshot, numbered sets
+ * from the config alone (exact names have no VIP until the pool is read). Existence is unknown (null)
+ * for names the snapshot does not have.
  */
 export function buildResponder(config: ResponderConfig, snapshot: Snapshot | undefined): Responder {
   const entries: CourierAnswers[] = [];
-  const templateLabels = config.couriers.template.split('.');
-  const nLabel = templateLabels.findIndex((l) => l.includes('{n}'));
   const ttl = config.dns.ttl;
   const opt = optRecord(EDNS_UDP_SIZE);
-  for (const n of courierNumbers(config)) {
-    const view = snapshot?.couriers.get(n);
-    const vip = view?.vip ?? vipFor(config, n);
-    const exists = view ? view.exists : null;
-    const name = courierName(config.couriers.template, n);
+  const numbered = config.sets.filter((s): s is NumberedSet => s.kind === 'numbered');
+  const bySet = new Map(numbered.map((s) => [s.id, s]));
+  const names: readonly (NameEntry & { exists?: boolean | null })[] = snapshot ? [...snapshot.names.values()] : nameEntries(config.sets, new Map());
+  for (const entry of names) {
+    const { name, vip, n, set } = entry;
+    const exists = entry.exists ?? null;
     const qname = nameWire(name);
-    // The SOA owner is the zone under the courier label ("push.apple.com"): a pointer into the question.
-    const zoneOffset = name.split('.').slice(0, nLabel + 1).reduce((sum, l) => sum + 1 + l.length, 0);
-    const zoneIsRoot = nLabel === templateLabels.length - 1;
-    const negative = (rcode: number) => negativeReply(qname, rcode, zoneIsRoot ? undefined : HEADER_SIZE + zoneOffset, ttl);
+    // The SOA owner is the zone under the name's own label ("push.apple.com"): a pointer into the question.
+    const zone = zoneOffsetOf(name, bySet.get(set));
+    const negative = (rcode: number) => negativeReply(qname, rcode, zone, ttl);
     const forA = exists === false ? negative(RCODE.NXDOMAIN) : addressReply(qname, vip, ttl);
     const forOther = negative(exists === false ? RCODE.NXDOMAIN : RCODE.NOERROR);
     entries.push(Object.freeze({
-      n, qname, vip, exists,
+      n, set, qname, vip, exists,
       forA: Object.freeze([forA, withOpt(forA, opt)] as const),
       forOther: Object.freeze([forOther, withOpt(forOther, opt)] as const),
     }));
   }
+  const production = bySet.get(PRODUCTION_SET);
+  const countLimit = production?.last ?? config.couriers.last;
   for (let seed = 0; ; seed++) {
     const couriers = new Map(entries.map((c) => [nameHash(c.qname, seed), c]));
-    if (couriers.size === entries.length) return Object.freeze({ couriers, seed });
+    if (couriers.size === entries.length) return Object.freeze({ couriers, seed, numbered, ttl, countLimit });
   }
 }
 
@@ -198,7 +213,7 @@ export function answerQuery(r: Responder, msg: Buffer, transport: Transport, all
     // the question as asked: case (0x20), type, class; a short loop beats a native copy call here
     for (let i = HEADER_SIZE; i < questionEnd; i++) out[i] = msg[i]!;
     const outcome: Outcome = courier.exists === false ? 'nxdomain' : isA ? 'courier' : 'nodata';
-    return { kind: 'reply', bytes: out, outcome, courier: courier.n };
+    return courier.n === null ? { kind: 'reply', bytes: out, outcome } : { kind: 'reply', bytes: out, outcome, courier: courier.n };
   }
 
   const type = typeName(qtype);
@@ -207,20 +222,81 @@ export function answerQuery(r: Responder, msg: Buffer, transport: Transport, all
   if (!scan.plain || type === undefined || klass === undefined) {
     return reply(withQuestion(msg, questionEnd, RCODE.NOTIMP, edns), 'notimp');
   }
+  const name = nameText(msg, HEADER_SIZE);
+  const lower = name.toLowerCase().replace(/\.$/, '');
+  // A name of a numbered set's shape outside its range (255-courier…): no VIP of ours stands for
+  // it, and a forwarded answer would hand the device an address it cannot reach. NXDOMAIN here.
+  const shaped = r.numbered.length > 0 ? matchNumbered(r.numbered, lower) : undefined;
+  if (shaped !== undefined && (qclass === CLASS_IN || qclass === CLASS_ANY)) {
+    const qname = nameWire(lower);
+    if (qname.length === scan.end - HEADER_SIZE) {
+      const out = withOpt0(negativeReply(qname, RCODE.NXDOMAIN, zoneOffsetOf(lower, shaped.set), r.ttl), edns);
+      out[0] = msg[0]!;
+      out[1] = msg[1]!;
+      out[2] = out[2]! | (flags2 & FLAG2_RD);
+      out[3] = out[3]! | (msg[3]! & FLAG3_CD);
+      for (let i = HEADER_SIZE; i < questionEnd; i++) out[i] = msg[i]!;
+      return reply(out, 'nxdomain');
+    }
+  }
+  const countLimit = qtype === TYPE_TXT && lower === COUNT_NAME ? r.countLimit : undefined;
   return {
     kind: 'forward',
     query: {
       id: (msg[0]! << 8) | msg[1]!,
       rd: (flags2 & FLAG2_RD) !== 0,
-      name: nameText(msg, HEADER_SIZE),
+      name,
       type, class: klass,
       question: Buffer.from(msg.subarray(HEADER_SIZE, questionEnd)),
       edns,
       dnssecOk: opt?.dnssecOk ?? false,
       checkingDisabled: (msg[3]! & FLAG3_CD) !== 0,
       limit: transport === 'tcp' ? TCP_LIMIT : udpLimit(opt?.udpSize),
+      ...(countLimit !== undefined ? { countLimit } : {}),
     },
   };
+}
+
+const TYPE_TXT = 16;
+/** The name whose TXT "count=N" tells a device without its bag how many couriers there are (0..N). */
+export const COUNT_NAME = 'push.apple.com';
+
+function withOpt0(reply: Buffer, edns: boolean): Buffer {
+  return edns ? withOpt(reply, OUR_OPT) : reply;
+}
+
+/**
+ * push.apple.com TXT as relayed to a client, with every "count=N" above `limit` (the couriers this
+ * router serves) rewritten to `limit`: a device that picks a courier 0..N must pick one we have.
+ * Pure: returns the new bytes and the highest count seen, or undefined when nothing needed changing
+ * (or the reply cannot be decoded: it is then relayed as it came).
+ */
+export function rewriteTxtCount(reply: Buffer, limit: number): { bytes: Buffer; from: number } | undefined {
+  let packet: dnsPacket.Packet;
+  try {
+    packet = dnsPacket.decode(reply);
+  } catch {
+    return undefined;
+  }
+  let from = -1;
+  const answers = (packet.answers ?? []).map((a) => {
+    if (a.type !== 'TXT' || a.name.toLowerCase().replace(/\.$/, '') !== COUNT_NAME) return a;
+    const data = (Array.isArray(a.data) ? a.data : [a.data]).map((chunk) => {
+      const text = Buffer.isBuffer(chunk) ? chunk.toString('latin1') : String(chunk);
+      const m = /^count=(\d{1,9})$/.exec(text);
+      if (!m || Number(m[1]) <= limit) return chunk;
+      from = Math.max(from, Number(m[1]));
+      return Buffer.from(`count=${limit}`, 'latin1');
+    });
+    return { ...a, data };
+  });
+  if (from < 0) return undefined;
+  try {
+    const bytes = dnsPacket.encode({ ...packet, answers } as dnsPacket.Packet);
+    return { bytes: Buffer.from(bytes), from };
+  } catch {
+    return undefined;
+  }
 }
 
 /** The client's limit, capped at our own EDNS size so replies are not fragmented (DNS flag day 2020). */

@@ -6,13 +6,14 @@ import { performance } from 'node:perf_hooks';
 import { ApnsProxyError, show } from '../core/errors.js';
 import { formatHostPort, type HostPort } from '../core/net.js';
 import { exchange as realExchange } from './client/exchange.js';
-import { type ForwardQuery, relayReply, servfail } from './answer.js';
+import { type ForwardQuery, relayReply, rewriteTxtCount, servfail } from './answer.js';
 
 export interface ForwardEvent {
   query: ForwardQuery;
   server: string | undefined;   // the server whose answer was relayed; undefined for SERVFAIL
   outcome: string;              // upstream rcode relayed, or why we answered SERVFAIL
   ms: number;
+  countRewritten?: { from: number; to: number };  // push.apple.com TXT count= capped (rewriteTxtCount)
 }
 
 export interface ForwarderOptions {
@@ -89,8 +90,12 @@ export function createForwarder(opts: ForwarderOptions): Forwarder {
           outcome = 'E_MALFORMED';
           continue;
         }
-        report({ query: q, server: formatHostPort(server), outcome: rcode, ms: Math.round(performance.now() - started) });
-        return relayed;
+        const capped = q.countLimit === undefined ? undefined : rewriteTxtCount(relayed, q.countLimit);
+        report({
+          query: q, server: formatHostPort(server), outcome: rcode, ms: Math.round(performance.now() - started),
+          ...(capped ? { countRewritten: { from: capped.from, to: q.countLimit! } } : {}),
+        });
+        return capped?.bytes ?? relayed;
       } catch (err) {
         outcome = err instanceof ApnsProxyError ? err.code : aborter.signal.aborted ? 'E_CLOSED' : 'E_NETWORK';
       }

@@ -12,11 +12,14 @@ export interface DnsLog {
   debug(line: () => string): void;
   /** A warning, at most 5 per 10 s with the count held back. */
   warn(message: string): void;
+  /** An info line about a rewritten push.apple.com TXT count: at most one per 10 minutes. */
+  countRewritten(line: () => string): void;
 }
 
 export function createDnsLog(logger: Logger, clock: () => number): DnsLog {
   const debugLines = new LogLimiter(DEBUG_LINES_PER_SECOND, 1000, clock);
   const warnLines = new LogLimiter(5, 10_000, clock);
+  const countLines = new LogLimiter(1, 600_000, clock);
   return {
     isDebug: () => logger.isDebug(),
     debug(line) {
@@ -26,6 +29,9 @@ export function createDnsLog(logger: Logger, clock: () => number): DnsLog {
     warn(message) {
       const held = warnLines.take();
       if (held !== undefined) logger.warn(held > 0 ? `${message} (${held} similar lines suppressed)` : message);
+    },
+    countRewritten(line) {
+      if (countLines.take() !== undefined) logger.info(line());
     },
   };
 }

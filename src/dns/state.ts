@@ -97,6 +97,10 @@ export class DnsStateBuilder {
       maxInFlight: config.dns.maxForwards,
       exchange: this.opts.exchange,
       onForward: (e) => {
+        if (e.countRewritten) {
+          const { from, to } = e.countRewritten;
+          log.countRewritten(() => `dns: ${e.query.name} TXT said count=${from}; answered count=${to}, the couriers this router serves`);
+        }
         if (!log.isDebug()) return;
         log.debug(() => `dns: forwarded ${e.query.name} ${e.query.type} via ${e.server ?? '-'}: ${e.outcome} (${e.ms} ms)`);
       },

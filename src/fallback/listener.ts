@@ -6,10 +6,11 @@ import { randomInt } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
 import type { Config } from '../core/config.js';
-import { courierForVip } from '../core/couriers.js';
+import { courierForVip, courierName } from '../core/couriers.js';
+import { PRODUCTION_SET } from '../core/namesets.js';
 import { errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import type { Generation } from '../sync/mapping.js';
+import { type Generation, type NameView, type Snapshot, label } from '../sync/mapping.js';
 import type { Resolution } from '../dns/client/resolver.js';
 import { LogLimiter } from '../core/log.js';
 import type { Relay, RelayAddon, RelayCloseEvent } from './relay/index.js';
@@ -18,11 +19,11 @@ import { planTargets } from './plan.js';
 export interface FallbackDeps {
   readonly config: Config;
   readonly native: RelayAddon;
-  readonly resolveNow: (n: number, timeoutMs: number) => Promise<Resolution>;
+  readonly resolveNow: (name: string, timeoutMs: number) => Promise<Resolution>;
   /** The generation the kernel accepted last: its snapshot's last-known-good backs a failed lookup. */
   readonly generation: () => Generation | undefined;
   /** A courier resolved at connect time: the kernel path should take over its next connections. */
-  readonly onResolved: (n: number) => void;
+  readonly onResolved: (name: string) => void;
   readonly logger: Logger;
   /** Where the server listens; the default is the real transparent socket on 127.0.0.1. */
   readonly listen?: (server: net.Server, config: Config, backlog: number) => Promise<void>;
@@ -121,12 +122,15 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
     try {
       const dst = destination(client);
       const from = `${client.remoteAddress}:${client.remotePort}`;
-      const n = courierForVip(config, dst.address);
-      if (n === undefined || !config.ports.includes(dst.port)) return reject(client, id, `${dst.address}:${dst.port} from ${from} is not a courier VIP`);
-      const resolution = await deps.resolveNow(n, config.fallback.resolveTimeoutMs);
-      const plan = planTargets(resolution, deps.generation()?.snapshot.couriers.get(n), config.allowedUpstreamNets, randomInt(0, 1 << 30));
-      if (!plan.ok) return reject(client, id, `courier ${n}: ${plan.reason}`);
-      if (plan.source === 'resolved') deps.onResolved(n);
+      const snapshot = deps.generation()?.snapshot;
+      const target = vipTarget(config, snapshot, dst.address);
+      const set = config.sets.find((s) => s.id === target?.set);
+      if (target === undefined || set === undefined || !set.tcp.includes(dst.port)) return reject(client, id, `${dst.address}:${dst.port} from ${from} is not a VIP of ours on one of its ports`);
+      const n = label(target);
+      const resolution = await deps.resolveNow(target.name, config.fallback.resolveTimeoutMs);
+      const plan = planTargets(resolution, snapshot?.names.get(target.name), set.allowedUpstreamNets ?? config.allowedUpstreamNets, randomInt(0, 1 << 30));
+      if (!plan.ok) return reject(client, id, `${n}: ${plan.reason}`);
+      if (plan.source === 'resolved') deps.onResolved(target.name);
       let courier: net.Socket | undefined;
       const errors: string[] = [];
       for (const address of plan.addresses) {
@@ -138,7 +142,7 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
           errors.push(`${address}: ${errorMessage(err)}`);
         }
       }
-      if (!courier) return reject(client, id, `courier ${n}: no address reachable (${errors.join('; ') || 'client gone'})`);
+      if (!courier) return reject(client, id, `${n}: no address reachable (${errors.join('; ') || 'client gone'})`);
       // Keep-alive on both: a long-idle APNs connection must notice a dead peer eventually.
       client.setKeepAlive(true, 60_000);
       courier.setKeepAlive(true, 60_000);
@@ -146,9 +150,9 @@ export async function startFallback(deps: FallbackDeps): Promise<Fallback> {
         relay.add(socketFd(client), socketFd(courier), id);
       } catch (err) {
         courier.resetAndDestroy();
-        return reject(client, id, `courier ${n}: relay refused the connection (${errorMessage(err)})`);
+        return reject(client, id, `${n}: relay refused the connection (${errorMessage(err)})`);
       }
-      logger.debug(`fallback #${id}: courier ${n} ${from} → ${courier.remoteAddress}:${dst.port} (${plan.source})`);
+      logger.debug(`fallback #${id}: ${n} ${from} → ${courier.remoteAddress}:${dst.port} (${plan.source})`);
       // The relay owns duplicates of both fds now; destroy() closes ours without a shutdown.
       client.destroy();
       courier.destroy();
@@ -199,4 +203,25 @@ function connectPaused(host: string, port: number, timeoutMs: number): Promise<n
       reject(err);
     });
   });
+}
+
+const byVipCache = new WeakMap<Snapshot, Map<string, NameView>>();
+
+/**
+ * The name a VIP stands for: from the published snapshot (every set, pool VIPs included), else,
+ * before the first one, a production courier by its VIP.
+ */
+export function vipTarget(config: Config, snapshot: Snapshot | undefined, address: string): { name: string; set: string; n: number | null } | undefined {
+  const vip = address.startsWith('::ffff:') ? address.slice(7) : address;
+  if (snapshot) {
+    let byVip = byVipCache.get(snapshot);
+    if (byVip === undefined) {
+      byVip = new Map([...snapshot.names.values()].map((v) => [v.vip, v]));
+      byVipCache.set(snapshot, byVip);
+    }
+    const v = byVip.get(vip);
+    if (v) return { name: v.name, set: v.set, n: v.n };
+  }
+  const n = courierForVip(config, vip);
+  return n === undefined ? undefined : { name: courierName(config.couriers.template, n), set: PRODUCTION_SET, n };
 }

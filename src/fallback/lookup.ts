@@ -1,15 +1,15 @@
-// At-connect lookups for the fallback: concurrent connections to one courier share one query,
+// At-connect lookups for the fallback: concurrent connections to one name share one query,
 // and an answer is reused briefly, so a burst of misses costs one DNS query, not one per client.
 import type { Resolution } from '../dns/client/resolver.js';
 
 export const REUSE_MS = 1000;
 
-export function sharedLookup(
-  resolve: (n: number, timeoutMs: number) => Promise<Resolution>,
+export function sharedLookup<K extends string | number>(
+  resolve: (n: K, timeoutMs: number) => Promise<Resolution>,
   clock: () => number,
   reuseMs = REUSE_MS,
-): (n: number, timeoutMs: number) => Promise<Resolution> {
-  const recent = new Map<number, { at: number; result: Promise<Resolution> }>();
+): (n: K, timeoutMs: number) => Promise<Resolution> {
+  const recent = new Map<K, { at: number; result: Promise<Resolution> }>();
   return (n, timeoutMs) => {
     const now = clock();
     const hit = recent.get(n);

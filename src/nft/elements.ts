@@ -8,6 +8,30 @@ export interface MapElement {
   readonly vip: string;      // dotted quad
   readonly slot: number;     // 0..SLOTS-1
   readonly address: string;  // where the kernel DNATs it
+  readonly name?: string;    // the element's comment: the name the VIP stands for
+  readonly packets?: number; // its counter, read back from the kernel (new connections: NAT sees only the first packet)
+}
+
+/** One element of the vipports set: traffic to this VIP, protocol and port is forwarded. */
+export interface PortElement {
+  readonly vip: string;
+  readonly proto: 'tcp' | 'udp';
+  readonly port: number;
+}
+
+export function portKey(p: PortElement): string {
+  return `${p.vip} . ${p.proto} . ${p.port}`;
+}
+
+/** Stable order (VIP, protocol, port) for scripts and golden files. */
+export function sortedPorts(ports: Iterable<PortElement>): PortElement[] {
+  const num = (vip: string) => vip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+  return [...ports].sort((a, b) => num(a.vip) - num(b.vip) || a.proto.localeCompare(b.proto) || a.port - b.port);
+}
+
+/** Same element for the kernel (what a transaction writes): address and comment; counters aside. */
+export function sameElement(a: MapElement | undefined, b: MapElement | undefined): boolean {
+  return a !== undefined && b !== undefined && a.address === b.address && (a.name ?? null) === (b.name ?? null);
 }
 
 /** Elements by identity (VIP and slot): the key is opaque outside nft/, use elementKey to build one. */

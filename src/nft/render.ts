@@ -1,12 +1,16 @@
 // Renders nft scripts (pure): the static ruleset from the template, full syncs, element deltas.
 import { createHash } from 'node:crypto';
 import type { Config } from '../core/config.js';
-import { type ElementMap, type MapElement, SLOTS, elementKey, sortedElements } from './elements.js';
+import { type ElementMap, type MapElement, type PortElement, SLOTS, elementKey, portKey, sameElement, sortedElements, sortedPorts } from './elements.js';
 import { rulesetTemplate } from './template.js';
 
-export type { ElementMap, MapElement } from './elements.js';
+export type { ElementMap, MapElement, PortElement } from './elements.js';
 
 export const MAP_NAME = 'couriers4';
+/** VIP . protocol . port: what is forwarded (DNAT, source NAT, fallback all key on it). */
+export const PORTS_SET = 'vipports';
+/** Every VIP that has at least one forwarded port. */
+export const VIPS_SET = 'vips';
 
 /** Every stamp renderRuleset writes starts with this: the mark that says a table is ours. */
 export const STAMP_PREFIX = 'apns-proxy ';
@@ -14,9 +18,13 @@ export const STAMP_PREFIX = 'apns-proxy ';
 export interface ElementDiff {
   readonly remove: readonly MapElement[];  // as the kernel holds them now
   readonly add: readonly MapElement[];
+  readonly removePorts?: readonly PortElement[];
+  readonly addPorts?: readonly PortElement[];
+  readonly removeVips?: readonly string[];
+  readonly addVips?: readonly string[];
 }
 
-type RulesetConfig = Pick<Config, 'vipPrefix' | 'ports' | 'nft' | 'fallback'>;
+type RulesetConfig = Pick<Config, 'nft' | 'fallback'>;
 
 /**
  * Fills the template. The map comment carries a stamp (hash of the rendered rules), so a later
@@ -32,8 +40,6 @@ export function renderRuleset(config: RulesetConfig, template: string = rulesetT
   };
   const values: Record<string, string> = {
     table: config.nft.table,
-    prefix: config.vipPrefix.text,
-    ports: config.ports.join(', '),
     slots: String(SLOTS),
     mark: `0x${config.fallback.mark.toString(16)}`,
     fallbackPort: String(config.fallback.port),
@@ -61,27 +67,47 @@ export function renderRuleset(config: RulesetConfig, template: string = rulesetT
   return { text: `${fill(body, { stamp })}\n`, stamp };
 }
 
-/** nft's spelling of elements: "VIP . slot : address" (keys only, for a delete). */
+/** nft's spelling of elements: "VIP . slot comment "name" : address" (keys only, for a delete). */
 function elementList(elements: readonly MapElement[], withValues = true): string {
-  return elements.map((e) => `${e.vip} . ${e.slot}${withValues ? ` : ${e.address}` : ''}`).join(', ');
+  return elements.map((e) => `${e.vip} . ${e.slot}${withValues ? `${e.name ? ` comment ${JSON.stringify(e.name)}` : ''} : ${e.address}` : ''}`).join(', ');
+}
+
+function portList(ports: readonly PortElement[]): string {
+  return sortedPorts(ports).map(portKey).join(', ');
+}
+
+/** The VIPs of these port elements, once each, in order. */
+export function vipsOf(ports: Iterable<PortElement>): string[] {
+  return [...new Set(sortedPorts(ports).map((p) => p.vip))];
 }
 
 /**
  * A full sync: replace our table wholesale in one transaction ("add" first so "delete" cannot fail
  * on a missing table). Established flows keep their conntrack NAT state across the swap.
  */
-export function renderFullSync(ruleset: string, table: string, elements: ElementMap, dropTables: readonly string[] = []): string {
+export function renderFullSync(ruleset: string, table: string, elements: ElementMap, dropTables: readonly string[] = [], ports: readonly PortElement[] = []): string {
   const out: string[] = [];
   for (const old of dropTables) out.push(`add table inet ${old}`, `delete table inet ${old}`);
   out.push(`add table inet ${table}`, `delete table inet ${table}`, ruleset.trimEnd());
+  if (ports.length > 0) {
+    out.push(`add element inet ${table} ${PORTS_SET} { ${portList(ports)} }`);
+    out.push(`add element inet ${table} ${VIPS_SET} { ${vipsOf(ports).join(', ')} }`);
+  }
   if (elements.size > 0) out.push(`add element inet ${table} ${MAP_NAME} { ${elementList(sortedElements(elements.values()))} }`);
   return `${out.join('\n')}\n`;
 }
 
-/** Steady state: only the elements that changed. Empty string when nothing did. */
+/**
+ * Steady state: only the elements that changed. Empty string when nothing did. Removals first
+ * (map, then ports, then VIPs), additions after (VIPs, ports, then the map): one transaction.
+ */
 export function renderDelta(table: string, diff: ElementDiff): string {
   const out: string[] = [];
   if (diff.remove.length > 0) out.push(`delete element inet ${table} ${MAP_NAME} { ${elementList(diff.remove, false)} }`);
+  if (diff.removePorts?.length) out.push(`delete element inet ${table} ${PORTS_SET} { ${portList(diff.removePorts)} }`);
+  if (diff.removeVips?.length) out.push(`delete element inet ${table} ${VIPS_SET} { ${diff.removeVips.join(', ')} }`);
+  if (diff.addVips?.length) out.push(`add element inet ${table} ${VIPS_SET} { ${diff.addVips.join(', ')} }`);
+  if (diff.addPorts?.length) out.push(`add element inet ${table} ${PORTS_SET} { ${portList(diff.addPorts)} }`);
   if (diff.add.length > 0) out.push(`add element inet ${table} ${MAP_NAME} { ${elementList(diff.add)} }`);
   return out.length ? `${out.join('\n')}\n` : '';
 }
@@ -92,10 +118,23 @@ export function renderFlush(table: string): string {
 }
 
 /** Elements whose address changed are deleted and re-added (nft has no in-place replace for map data). */
-export function diffElements(applied: ElementMap, desired: ElementMap): ElementDiff {
-  const remove = sortedElements([...applied].filter(([key, e]) => desired.get(key)?.address !== e.address).map(([, e]) => e));
-  const add = sortedElements([...desired].filter(([key, e]) => applied.get(key)?.address !== e.address).map(([, e]) => e));
-  return { remove, add };
+export function diffElements(applied: ElementMap, desired: ElementMap, appliedPorts: readonly PortElement[] = [], desiredPorts: readonly PortElement[] = []): ElementDiff {
+  const remove = sortedElements([...applied].filter(([key, e]) => !sameElement(desired.get(key), e)).map(([, e]) => e));
+  const add = sortedElements([...desired].filter(([key, e]) => !sameElement(applied.get(key), e)).map(([, e]) => e));
+  const had = new Set(appliedPorts.map(portKey));
+  const want = new Set(desiredPorts.map(portKey));
+  const removePorts = appliedPorts.filter((p) => !want.has(portKey(p)));
+  const addPorts = desiredPorts.filter((p) => !had.has(portKey(p)));
+  const hadVips = new Set(vipsOf(appliedPorts));
+  const wantVips = new Set(vipsOf(desiredPorts));
+  const removeVips = [...hadVips].filter((v) => !wantVips.has(v));
+  const addVips = [...wantVips].filter((v) => !hadVips.has(v));
+  return { remove, add, removePorts, addPorts, removeVips, addVips };
+}
+
+/** Elements a diff touches, all kinds (the report's and the log's count). */
+export function diffSize(d: ElementDiff): number {
+  return d.remove.length + d.add.length + (d.removePorts?.length ?? 0) + (d.addPorts?.length ?? 0) + (d.removeVips?.length ?? 0) + (d.addVips?.length ?? 0);
 }
 
 export { elementKey };

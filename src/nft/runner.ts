@@ -1,7 +1,7 @@
 // The one place that talks to nft: scripts go in on stdin (`nft -f -`, one atomic transaction).
 import { ApnsProxyError } from '../core/errors.js';
-import { type ElementMap, type MapElement, elementMap } from './elements.js';
-import { MAP_NAME, STAMP_PREFIX } from './render.js';
+import { type ElementMap, type MapElement, type PortElement, elementMap } from './elements.js';
+import { MAP_NAME, PORTS_SET, STAMP_PREFIX } from './render.js';
 
 /** What is in the kernel for our table: null when the table or map does not exist. */
 export interface LiveMap {
@@ -14,6 +14,8 @@ export interface NftRunner {
   apply(script: string): Promise<void>;
   /** Reads our map back from the kernel. */
   readMap(table: string): Promise<LiveMap | null>;
+  /** Reads the vipports set back (null when absent). */
+  readPorts(table: string): Promise<PortElement[] | null>;
   /** The kernel's handle for our table (new on every re-creation), null when it does not exist. */
   tableHandle(table: string): Promise<number | null>;
   /**
@@ -51,6 +53,14 @@ export function createNftRunner(exec: Exec, nftPath = 'nft'): NftRunner {
         throw new ApnsProxyError('E_NFT', `nft list map inet ${table} ${MAP_NAME} failed: ${r.stderr.trim()}`);
       }
       return parseMapJson(r.stdout);
+    },
+    async readPorts(table) {
+      const r = await run(['-j', 'list', 'set', 'inet', table, PORTS_SET]);
+      if (r.failed) {
+        if (/No such file or directory/.test(r.stderr)) return null;
+        throw new ApnsProxyError('E_NFT', `nft list set inet ${table} ${PORTS_SET} failed: ${r.stderr.trim()}`);
+      }
+      return parsePortsJson(r.stdout);
     },
     async tableOwner(table) {
       const r = await run(['-j', 'list', 'table', 'inet', table]);
@@ -93,6 +103,10 @@ export function parseTableOwner(text: string, table: string): TableOwner {
 }
 
 interface JsonMap { map?: { comment?: string; elem?: unknown[] } }
+interface JsonKey {
+  concat?: [string, number];
+  elem?: { val?: { concat?: [string, number] }; comment?: string; counter?: { packets?: number; bytes?: number } };
+}
 
 /** Parses `nft -j list map` output (libnftables JSON schema 1). */
 export function parseMapJson(text: string): LiveMap {
@@ -106,13 +120,40 @@ export function parseMapJson(text: string): LiveMap {
   if (!map) throw new ApnsProxyError('E_NFT', 'nft JSON output has no map object');
   const elements: MapElement[] = [];
   for (const e of map.elem ?? []) {
-    // Each element is [ {concat: [vip, slot]}, address ].
-    const pair = e as [{ concat?: [string, number] }, string];
-    const concat = pair[0]?.concat;
-    if (!Array.isArray(concat) || typeof pair[1] !== 'string') {
+    // Each element is [key, address]; the key is {concat: [vip, slot]}, or, with a comment or a
+    // counter, {elem: {val: {concat: [vip, slot]}, comment?: name, counter?: {packets, bytes}}}.
+    const pair = e as [JsonKey, string];
+    const key = pair?.[0];
+    const inner = key?.elem;
+    const concat = (inner ? inner.val?.concat : key?.concat);
+    if (!Array.isArray(concat) || concat.length !== 2 || typeof pair[1] !== 'string') {
       throw new ApnsProxyError('E_NFT', `unexpected element in nft JSON: ${JSON.stringify(e).slice(0, 80)}`);
     }
-    elements.push({ vip: String(concat[0]), slot: Number(concat[1]), address: pair[1] });
+    const name = typeof inner?.comment === 'string' ? inner.comment : undefined;
+    const packets = typeof inner?.counter?.packets === 'number' ? inner.counter.packets : undefined;
+    elements.push({
+      vip: String(concat[0]), slot: Number(concat[1]), address: pair[1],
+      ...(name !== undefined ? { name } : {}), ...(packets !== undefined ? { packets } : {}),
+    });
   }
   return { stamp: map.comment ?? null, elements: elementMap(elements) };
+}
+
+/** Parses `nft -j list set … vipports`: elements {concat: [vip, "tcp"|"udp", port]}. */
+export function parsePortsJson(text: string): PortElement[] {
+  let doc: { nftables?: { set?: { elem?: unknown[] } }[] };
+  try {
+    doc = JSON.parse(text) as typeof doc;
+  } catch {
+    throw new ApnsProxyError('E_NFT', `nft printed JSON we cannot parse: ${text.slice(0, 80)}`);
+  }
+  const set = doc.nftables?.find((o) => o.set)?.set;
+  if (!set) throw new ApnsProxyError('E_NFT', 'nft JSON output has no set object');
+  return (set.elem ?? []).map((e) => {
+    const concat = ((e as { elem?: { val?: { concat?: unknown[] } } }).elem?.val?.concat ?? (e as { concat?: unknown[] }).concat);
+    if (!Array.isArray(concat) || concat.length !== 3 || (concat[1] !== 'tcp' && concat[1] !== 'udp')) {
+      throw new ApnsProxyError('E_NFT', `unexpected set element in nft JSON: ${JSON.stringify(e).slice(0, 80)}`);
+    }
+    return { vip: String(concat[0]), proto: concat[1], port: Number(concat[2]) };
+  });
 }

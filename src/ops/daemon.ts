@@ -1,7 +1,7 @@
 // `apns-proxy run`: program last-known-good, then refresh on schedule; SIGHUP reloads, SIGTERM stops.
 // Real I/O (scheduler, signals, control socket) is handed in by the entry point.
 import type { Config } from '../core/config.js';
-import { courierName } from '../core/couriers.js';
+import { label } from '../sync/mapping.js';
 import { type Fallback, type FallbackDeps, startFallback } from '../fallback/listener.js';
 import type { RelayAddon } from '../fallback/relay/index.js';
 import { Controller, type ControllerDeps } from '../sync/controller.js';
@@ -12,6 +12,7 @@ import { ApnsProxyError, errorMessage } from '../core/errors.js';
 import { sharedLookup } from '../fallback/lookup.js';
 import type { Logger } from '../core/log.js';
 import { Metrics, serveMetrics } from './metrics.js';
+import { StatusSource } from './status-data.js';
 
 export interface Scheduled { stop(): void }
 export type Scheduler = (expression: string, task: () => void) => Scheduled;
@@ -25,6 +26,9 @@ export interface DaemonDeps extends Omit<ControllerDeps, 'logger'> {
   /** Tests may replace how the fallback listens and learns the original destination. */
   readonly fallbackOverrides?: Pick<FallbackDeps, 'listen' | 'originalDestination'>;
 }
+
+/** How long stop() waits for a cycle in progress before the process may exit. */
+const STOP_WAIT_MS = 2000;
 
 /** At-connect resolutions ask for a refresh at most this often (a burst of misses is one refresh). */
 const FALLBACK_REFRESH_MIN_INTERVAL_MS = 2000;
@@ -78,6 +82,14 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const metrics = new Metrics({ fallback: () => fallback?.stats(), dns: () => dns.stats() });
   controller.onReport((report, snapshot) => metrics.refreshed(report, snapshot));
   metrics.refreshed(startReport, controller.generation);
+  // The status page on metrics.listen: the rows of `status --json`, from the live generation and map.
+  const status = new StatusSource({
+    config: () => config, generation: () => controller.generation, readMap: (table) => deps.nft.readMap(table),
+    health: () => metrics.health(), dns: () => dns?.stats(), fallback: () => fallback?.stats(), clock: deps.clock,
+    connectionOffsets: () => controller.connectionOffsets,
+  });
+  controller.onReport((report) => status.recorded(report));
+  status.recorded(startReport);
   try {
     try {
       const control = await serveControl(controlPath(config.stateDir), async (cmd) => {
@@ -99,15 +111,15 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
         logger.info(`fallback: ${why}; refreshing so the kernel takes over`);
         void controller.refresh();
       };
-      const lookup = sharedLookup((n, timeoutMs) => {
+      const lookup = sharedLookup((name: string, timeoutMs) => {
         // A connection reached the fallback although the map should serve this VIP: the kernel does
         // not hold what we applied. Rewrite the table on the next cycle.
-        if ((controller.snapshot?.couriers.get(n)?.programmed.length ?? 0) > 0) {
-          controller.forceFullSync(`the fallback caught a connection to courier ${n}, which the map should serve`);
-          askRefresh(`courier ${n} reached the fallback although it is mapped`);
+        const known = controller.snapshot?.names.get(name);
+        if ((known?.programmed.length ?? 0) > 0) {
+          controller.forceFullSync(`the fallback caught a connection to ${label(known!)}, which the map should serve`);
+          askRefresh(`${label(known!)} reached the fallback although it is mapped`);
         }
-        return deps.makeResolver({ ...config, resolver: { ...config.resolver, timeoutMs } })
-          .resolveA(courierName(config.couriers.template, n));
+        return deps.makeResolver({ ...config, resolver: { ...config.resolver, timeoutMs } }).resolveA(name);
       }, deps.clock);
       const fb = await startFallback({
         config,
@@ -115,7 +127,10 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
         logger,
         generation: () => controller.generation,
         resolveNow: lookup,
-        onResolved: (n) => askRefresh(`courier ${n} resolved at connect time`),
+        onResolved: (name) => {
+          const known = controller.snapshot?.names.get(name);
+          askRefresh(`${known ? label(known) : name} resolved at connect time`);
+        },
         ...deps.fallbackOverrides,
       });
       fallback = fb;
@@ -130,7 +145,7 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
       fallback?.update(g);
     });
     for (const hp of config.metrics.listen) {
-      const server = await serveMetrics(metrics, hp.host, hp.port);
+      const server = await serveMetrics(metrics, hp.host, hp.port, async () => ({ ...await status.document() }));
       closers.push(() => new Promise((resolve) => server.close(() => resolve())));
     }
   } catch (err) {
@@ -140,7 +155,8 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   const scheduleTicks = () => deps.schedule(config.refresh.schedule, () => void controller.tick());
   let job = scheduleTicks();
   void controller.refresh();
-  logger.info(`running: ${config.couriers.last - config.couriers.first + 1} couriers, VIPs ${config.vipPrefix.text}, schedule "${config.refresh.schedule}"`);
+  const otherSets = config.sets.slice(1).map((s) => `${s.id} (${s.kind === 'numbered' ? `${s.last - s.first + 1} names, ${s.prefix.text}` : `${s.names.length} names`})`);
+  logger.info(`running: ${config.couriers.last - config.couriers.first + 1} couriers, VIPs ${config.vipPrefix.text}${otherSets.length ? `; other sets: ${otherSets.join(', ')}, pool ${config.vipPool.text}` : ''}, schedule "${config.refresh.schedule}"`);
 
   async function reload(): Promise<void> {
     let next: Config;
@@ -175,7 +191,9 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
     async stop() {
       job.stop();
       await closeAll();
-      await controller.idle();
+      // A cycle still resolving may take resolver.timeoutMs per name with upstream down; its nft
+      // transaction and state write are atomic, so exiting mid-cycle loses nothing: wait briefly.
+      await Promise.race([controller.idle(), new Promise((resolve) => setTimeout(resolve, STOP_WAIT_MS).unref())]);
       logger.info('stopped; the kernel map stays in place (apns-proxy flush removes it)');
     },
   };

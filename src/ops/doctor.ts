@@ -2,6 +2,7 @@
 // command that fixes it. The probes (real ones in doctor-probes.ts) are injected.
 import type { Config } from '../core/config.js';
 import { courierName } from '../core/couriers.js';
+import { vipPrefixes } from '../core/config.js';
 import { errorMessage } from '../core/errors.js';
 import { routingOwnership } from '../fallback/routing.js';
 import { formatHostPort, type HostPort } from '../core/net.js';
@@ -40,16 +41,27 @@ export interface DoctorProbes extends PreflightProbes {
 export interface DoctorOptions { readonly devices: number }
 
 /** Each kernel feature the ruleset uses, checked alone so a failure names the missing piece. */
-export const FEATURES: readonly { name: string; modules: string; chain: string }[] = [
+export const FEATURES: readonly { name: string; modules: string; chain: string; elements?: boolean }[] = [
   { name: 'nat + numgen map (the DNAT hot path)', modules: 'nft_nat nft_numgen', chain: 'type nat hook prerouting priority dstnat; policy accept; ip daddr 198.18.100.0/24 tcp dport 5223 dnat ip to ip daddr . numgen random mod 8 map @m' },
-  { name: 'masquerade', modules: 'nft_masq', chain: 'type nat hook postrouting priority srcnat; policy accept; ct status dnat masquerade' },
-  { name: 'tproxy (the fallback)', modules: 'nft_tproxy', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; ip daddr 198.18.100.0/24 tcp dport 5223 tproxy ip to 127.0.0.1:15223 accept' },
+  {
+    name: 'vipports set lookup, map counters and element comments', modules: 'nft_nat nft_numgen nft_counter', elements: true,
+    chain: 'type nat hook prerouting priority dstnat; policy accept; ip daddr . meta l4proto . th dport @vipports dnat ip to ip daddr . numgen random mod 8 map @m',
+  },
+  { name: 'masquerade', modules: 'nft_masq', chain: 'type nat hook postrouting priority srcnat; policy accept; ct status dnat ct original ip daddr @vips masquerade' },
+  { name: 'tproxy (the fallback)', modules: 'nft_tproxy', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; meta l4proto tcp ip daddr . meta l4proto . th dport @vipports tproxy ip to 127.0.0.1:15223 accept' },
   { name: 'socket transparent (the fallback)', modules: 'nft_socket', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; meta l4proto tcp socket transparent 1 meta mark set 0x2a accept' },
 ];
 
-export function featureScript(chain: string): string {
+/** The feature's chain in a table shaped like ours (the map with counters, the vipports and vips sets); `elements`: with commented elements too. */
+export function featureScript(chain: string, elements = false): string {
   const body = chain.split('; ').join('\n\t\t');
-  return `table inet apns_proxy_doctor {\n\tmap m {\n\t\ttypeof ip daddr . numgen random mod 8 : ip daddr\n\t}\n\tchain c {\n\t\t${body}\n\t}\n}\n`;
+  const table = 'table inet apns_proxy_doctor {\n\tmap m {\n\t\ttypeof ip daddr . numgen random mod 8 : ip daddr\n\t\tcounter\n\t}\n' +
+    '\tset vipports {\n\t\ttypeof ip daddr . meta l4proto . th dport\n\t}\n\tset vips {\n\t\ttypeof ip daddr\n\t}\n' +
+    `\tchain c {\n\t\t${body}\n\t}\n}\n`;
+  if (!elements) return table;
+  return `${table}add element inet apns_proxy_doctor vipports { 198.18.100.5 . tcp . 5223, 198.18.102.1 . udp . 123 }\n` +
+    'add element inet apns_proxy_doctor vips { 198.18.100.5 }\n' +
+    'add element inet apns_proxy_doctor m { 198.18.100.5 . 0 comment "5-courier.push.apple.com" : 203.0.113.10 }\n';
 }
 
 interface NftChainJson { chain?: { family: string; table: string; name: string; hook?: string; policy?: string } }
@@ -80,7 +92,7 @@ export async function runDoctor(config: Config, p: DoctorProbes, opts: DoctorOpt
   for (const f of FEATURES) {
     if (!config.fallback.enabled && f.modules.match(/tproxy|socket/)) continue;
     if ((!config.nft.masquerade || config.nft.snat !== null) && f.modules === 'nft_masq') continue;
-    const err = await p.nftCheck(featureScript(f.chain));
+    const err = await p.nftCheck(featureScript(f.chain, f.elements));
     if (err !== null) missing.push({ ...f, error: err.split('\n')[0] ?? err });
   }
   if (missing.length === 0) add('nftables', 'ok', 'nf_tables accepts every expression the ruleset uses');
@@ -106,9 +118,10 @@ export async function runDoctor(config: Config, p: DoctorProbes, opts: DoctorOpt
   }
   const addresses = await probe<LocalAddress[]>('vip prefix', () => p.localAddresses());
   if (addresses !== undefined) {
-    const vip = vipPrefixProblems(config.vipPrefix, addresses);
+    const prefixes = vipPrefixes(config);
+    const vip = prefixes.flatMap(([key, prefix]) => vipPrefixProblems(prefix, addresses, key));
     for (const x of vip) add('vip prefix', 'fail', `${x.key}: ${x.message}`, x.fix);
-    if (vip.length === 0) add('vip prefix', 'ok', `${config.vipPrefix.text} overlaps no network of this router`);
+    if (vip.length === 0) add('vip prefix', 'ok', `${prefixes.map(([, p]) => p.text).join(', ')} overlap no network of this router`);
     const loops = dnsLoopProblems(config, addresses);
     for (const x of loops) add('dns loop', 'fail', `${x.key}: ${x.message}`, x.fix);
     if (loops.length === 0) add('dns loop', 'ok', 'no upstreamDns server is our own DNS listener');

@@ -6,6 +6,7 @@ import { createServer, type Server } from 'node:http';
 import client from 'prom-client';
 import type { RefreshReport } from '../sync/controller.js';
 import type { Generation, Snapshot } from '../sync/mapping.js';
+import { STATUS_PAGE_HEADERS, renderStatusPage } from './status-page.js';
 
 export interface MetricSources {
   /** Fallback counters, when the fallback runs. */
@@ -33,6 +34,7 @@ export class Metrics {
   private lastSuccessAt: number | null = null;  // last cycle that resolved everything and was applied
   private programmedAt: number | null = null;   // last cycle the kernel accepted (or needed nothing)
   private snapshot: Snapshot | undefined;
+  private sets: readonly string[] = [];  // the configured set ids (a set with no names yet still shows zeros)
 
   constructor(private readonly sources: MetricSources = {}, private readonly clock: () => number = Date.now) {
     const registers = [this.registry];
@@ -46,6 +48,20 @@ export class Metrics {
         const counts = { fresh: 0, stale: 0, absent: 0 };
         for (const c of self.snapshot?.couriers.values() ?? []) counts[c.state]++;
         for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
+      },
+    });
+    new client.Gauge({
+      name: 'apns_proxy_names', help: 'Names of every set by set and state (fresh, stale, absent) after the last accepted refresh.',
+      labelNames: ['set', 'state'], registers,
+      collect() {
+        this.reset();
+        const counts = new Map<string, { fresh: number; stale: number; absent: number }>();
+        for (const s of self.sets) counts.set(s, { fresh: 0, stale: 0, absent: 0 });
+        for (const c of self.snapshot?.names.values() ?? []) {
+          if (!counts.has(c.set)) counts.set(c.set, { fresh: 0, stale: 0, absent: 0 });
+          counts.get(c.set)![c.state]++;
+        }
+        for (const [set, byState] of counts) for (const [state, n] of Object.entries(byState)) this.set({ set, state }, n);
       },
     });
     this.refreshes = new client.Counter({ name: 'apns_proxy_refresh_total', help: 'Refresh cycles by result (ok, failed).', labelNames: ['result'], registers });
@@ -94,6 +110,7 @@ export class Metrics {
     const snapshot = generation?.snapshot;
     this.lastReport = report;
     this.snapshot = snapshot;
+    if (generation) this.sets = generation.config.sets.map((s) => s.id);
     this.refreshes.inc({ result: report.ok ? 'ok' : 'failed' });
     if (report.sync !== 'none') this.nftTransactions.inc({ kind: report.sync });
     if (report.kernel === 'refused') this.nftFailures.inc();
@@ -140,8 +157,11 @@ export class Metrics {
   }
 }
 
-/** GET /metrics (Prometheus text) and GET /healthz (200 ok/degraded, 503 down; JSON body). */
-export async function serveMetrics(metrics: Metrics, host: string, port: number): Promise<Server> {
+/**
+ * GET /metrics (Prometheus text) and GET /healthz (200 ok/degraded, 503 down; JSON body); with a
+ * status source also GET / (the status page, src/ops/status-page.ts) and GET /status.json (its data).
+ */
+export async function serveMetrics(metrics: Metrics, host: string, port: number, status?: () => Promise<Record<string, unknown>>): Promise<Server> {
   const server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0];
     if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -154,8 +174,16 @@ export async function serveMetrics(metrics: Metrics, host: string, port: number)
     } else if (path === '/healthz') {
       const h = metrics.health();
       res.writeHead(h.ok ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(h.body)}\n`);
+    } else if (status && (path === '/' || path === '/status.json')) {
+      status().then(
+        (doc) => {
+          if (path === '/') res.writeHead(200, STATUS_PAGE_HEADERS).end(renderStatusPage(doc));
+          else res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(`${JSON.stringify(doc, null, 1)}\n`);
+        },
+        (err: Error) => res.writeHead(500, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
+      );
     } else {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('try /metrics or /healthz\n');
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`try ${status ? '/, /status.json, ' : ''}/metrics or /healthz\n`);
     }
   });
   const listening = once(server, 'listening');  // rejects with the listen error ('error')

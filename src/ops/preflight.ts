@@ -2,7 +2,7 @@
 // reload) and reported by `doctor`: state that is not ours is never replaced or deleted, and a
 // config that clashes with this machine (VIP prefix on a local network, DNS loop) is refused.
 // Pure: what the system looks like comes through PreflightProbes (real ones in doctor-probes.ts).
-import type { Config } from '../core/config.js';
+import { type Config, vipPrefixes } from '../core/config.js';
 import type { ErrorCode } from '../core/errors.js';
 import { type RoutingSpec, ownershipProblems, routingOwnership } from '../fallback/routing.js';
 import { type Cidr4, cidrContains, formatHostPort, parseIPv4 } from '../core/net.js';
@@ -80,16 +80,16 @@ function overlaps(a: Cidr4, network: number, length: number): boolean {
 }
 
 /** The VIP prefix must not overlap a network of this router: its own addresses would be DNATed. */
-export function vipPrefixProblems(vipPrefix: Cidr4, addresses: readonly LocalAddress[]): Problem[] {
+export function vipPrefixProblems(vipPrefix: Cidr4, addresses: readonly LocalAddress[], key = 'vipPrefix'): Problem[] {
   const hits = addresses.filter((a) => {
     const addr = a.family === 4 ? parseIPv4(a.address) : undefined;
     return addr !== undefined && overlaps(vipPrefix, (addr & maskOf(a.prefixlen)) >>> 0, a.prefixlen);
   });
   if (hits.length === 0) return [];
   return [{
-    check: 'vip prefix', code: 'E_UNSAFE', key: 'vipPrefix',
+    check: 'vip prefix', code: 'E_UNSAFE', key,
     message: `${vipPrefix.text} overlaps ${hits.map((a) => `${a.address}/${a.prefixlen} on ${a.ifname}`).join(', ')}, a network of this router: connections to addresses there (the router's own, its neighbours') would be forwarded to couriers`,
-    fix: 'set vipPrefix to a /24 no interface uses (ip -br addr lists the networks in use), e.g. one inside 10.0.0.0/8 that is free',
+    fix: `set ${key} to a prefix no interface uses (ip -br addr lists the networks in use), e.g. one inside 10.0.0.0/8 that is free`,
   }];
 }
 
@@ -137,6 +137,8 @@ export async function preflight(config: Config, p: PreflightProbes, opts: Prefli
     out.push(...routingProblems({ mark, table }, await p.ipRules(), await p.ipRoutes(table), opts.alsoOurs));
   }
   const addresses = await p.localAddresses();
-  out.push(...vipPrefixProblems(config.vipPrefix, addresses), ...dnsLoopProblems(config, addresses));
+  // every prefix our VIPs come from: the couriers', each numbered set's, the exact-name pool
+  for (const [key, prefix] of vipPrefixes(config)) out.push(...vipPrefixProblems(prefix, addresses, key));
+  out.push(...dnsLoopProblems(config, addresses));
   return out;
 }

@@ -2,15 +2,17 @@
 // kernel was last given, send one transaction; publish and persist only after the kernel accepted it.
 import { isDeepStrictEqual } from 'node:util';
 import type { Config } from '../core/config.js';
-import { courierForVip, courierName, courierNumbers } from '../core/couriers.js';
+import { courierForVip, courierName } from '../core/couriers.js';
+import { PRODUCTION_SET } from '../core/namesets.js';
 import { ApnsProxyError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { type CourierRecord, type Generation, type Snapshot, allowedAddress, describeChanges, desiredElements, desiredMapping } from './mapping.js';
-import { sortUniqueIPv4 } from '../core/net.js';
-import { type ElementMap, STAMP_PREFIX, diffElements, renderDelta, renderFullSync, renderRuleset } from '../nft/render.js';
-import type { NftRunner } from '../nft/runner.js';
+import { type Generation, type NameRecord, type Snapshot, allowedAddress, describeChanges, desiredElements, desiredMapping, desiredPorts, label, namesOf } from './mapping.js';
+import { cidrContains, parseIPv4, sortUniqueIPv4 } from '../core/net.js';
+import { type ElementMap, type PortElement, STAMP_PREFIX, diffElements, diffSize, renderDelta, renderFullSync, renderRuleset } from '../nft/render.js';
+import { sameElement } from '../nft/elements.js';
+import type { LiveMap, NftRunner } from '../nft/runner.js';
 import type { Resolution, Resolver } from '../dns/client/resolver.js';
-import type { StateStore } from './state.js';
+import { type StateStore, recordsOf } from './state.js';
 
 /** The fallback's policy routing as the controller drives it (fallback/routing.ts implements it). */
 export interface RoutingSpec { readonly mark: number; readonly table: number }
@@ -39,10 +41,12 @@ export interface RefreshReport {
   readonly ok: boolean;
   readonly sync: SyncKind;
   readonly kernel: 'applied' | 'unchanged' | 'refused';  // what became of the transaction
-  readonly changes: readonly string[];   // "courier 5: a,b → c"
-  readonly elementsChanged: number;
-  readonly counts: { fresh: number; stale: number; absent: number };
-  readonly failed: readonly number[];    // couriers whose resolution failed this cycle
+  readonly changes: readonly string[];   // "courier 5: a,b → c", "init.push.apple.com: a → b"
+  readonly elementsChanged: number;      // map, vipports and vips elements the transaction touched
+  readonly counts: { fresh: number; stale: number; absent: number };  // the production couriers
+  readonly sets: Readonly<Record<string, { fresh: number; stale: number; absent: number }>>;  // every set, by id
+  readonly failed: readonly number[];    // production couriers whose resolution failed this cycle
+  readonly failedNames: readonly string[];  // every name whose resolution failed this cycle
   readonly resolveMs: number;
   readonly nftMs: number;
   readonly resolved: boolean;            // false: programmed from last-known-good only (daemon start)
@@ -62,8 +66,12 @@ export class Controller {
   private dropTables: string[] = [];
   private routingDone: RoutingSpec | null = null;   // what ensure() last succeeded with
   private dropRouting: RoutingSpec[] = [];
-  private records: ReadonlyMap<number, CourierRecord> = new Map();
-  private persisted: ReadonlyMap<number, CourierRecord> = new Map();  // what the state file holds
+  private appliedPorts: readonly PortElement[] = [];
+  private records: ReadonlyMap<string, NameRecord> = new Map();
+  private persisted: ReadonlyMap<string, NameRecord> = new Map();  // what the state file holds
+  private pool: ReadonlyMap<string, string> = new Map();           // exact name → VIP (stable; state file)
+  private connOffset = new Map<string, number>();                  // name → connections counted before its elements were re-created
+  private lastLive: LiveMap | null = null;                         // the map as findDrift last read it
   private forcedDrift: string | null = null;          // set by forceFullSync: reported as drift
   private current: Generation | undefined;           // published: the kernel accepted it
   private baseline: Snapshot | undefined;            // what change lines compare against
@@ -104,12 +112,18 @@ export class Controller {
     const { store, logger } = this.deps;
     try {
       const state = await store.load();
-      const views = new Map((state?.couriers ?? []).map((c) => [c.n, c]));
+      const views = recordsOf(state, this.config.couriers.template);
       this.records = views;
       this.persisted = views;
+      this.pool = new Map(Object.entries(state?.pool ?? {}));
       // What state says was programmed: the baseline that change lines are written against.
-      if (state) this.baseline = Object.freeze({ at: state.savedAt, couriers: views });
-      if (state) logger.info(`loaded last-known-good for ${state.couriers.filter((c) => c.addresses.length).length} couriers from state`);
+      const couriers = new Map([...views.values()].filter((v) => v.set === PRODUCTION_SET && v.n !== null).map((v) => [v.n!, v]));
+      if (state) this.baseline = Object.freeze({ at: state.savedAt, names: views, couriers, pool: this.pool });
+      if (state) {
+        const known = [...views.values()].filter((c) => c.addresses.length);
+        const other = known.filter((c) => c.set !== PRODUCTION_SET).length;
+        logger.info(`loaded last-known-good for ${known.length - other} couriers${other ? ` and ${other} other names` : ''} from state${state.legacyCouriers ? ' (version 1, migrated)' : ''}`);
+      }
       return state ? 'loaded' : 'none';
     } catch (err) {
       this.records = new Map();
@@ -133,25 +147,41 @@ export class Controller {
       return 0;
     }
     if (!live?.stamp?.startsWith(STAMP_PREFIX)) return 0;
-    const byCourier = new Map<number, string[]>();
+    // The element comments name each VIP; elements without one (an older version wrote them) are
+    // production couriers by their VIP. Pool VIPs the state file lost are taken back from the comments.
+    const pool = new Map(this.pool);
+    const exact = new Set(config.sets.flatMap((s) => (s.kind === 'names' ? s.names : [])));
+    const byName = new Map<string, string[]>();
     for (const e of live.elements.values()) {
-      const n = courierForVip(config, e.vip);
-      if (n !== undefined) byCourier.set(n, [...(byCourier.get(n) ?? []), e.address]);
+      let name = e.name;
+      if (name === undefined) {
+        const n = courierForVip(config, e.vip);
+        if (n !== undefined) name = courierName(config.couriers.template, n);
+      }
+      if (name === undefined) continue;
+      const vip = parseIPv4(e.vip);
+      if (exact.has(name) && !pool.has(name) && vip !== undefined && cidrContains(config.vipPool, vip) && ![...pool.values()].includes(e.vip)) pool.set(name, e.vip);
+      byName.set(name, [...(byName.get(name) ?? []), e.address]);
     }
+    this.pool = pool;
+    const entries = new Map(namesOf(config, pool).entries.map((e) => [e.name, e]));
     const now = deps.clock();
     const records = new Map(this.records);
     let adopted = 0;
-    for (const [n, addresses] of byCourier) {
-      const known = records.get(n);
+    for (const [name, addresses] of byName) {
+      const entry = entries.get(name);
+      if (entry === undefined) continue;  // not a name of the current sets
+      const known = records.get(name);
       if (known && known.resolvedAt !== null) continue;  // the state file knows better (incl. NXDOMAIN)
-      const usable = sortUniqueIPv4(addresses).filter((a) => allowedAddress(config, a));
+      const usable = sortUniqueIPv4(addresses).filter((a) => allowedAddress(config, a, entry.set));
       if (usable.length === 0) continue;
       // resolvedAt = now: the kernel held these a moment ago; they age from here like any last-known-good
-      records.set(n, { n, addresses: usable, resolvedAt: now, ttl: null, exists: true, checkedAt: null, error: null });
+      records.set(name, { name, set: entry.set, n: entry.n, addresses: usable, resolvedAt: now, ttl: null, exists: true, checkedAt: null, error: null });
       adopted++;
     }
     this.records = records;
-    if (adopted > 0) deps.logger.warn(`start: adopted ${adopted} couriers from the live kernel map (${reason})`);
+    const others = [...byName.keys()].filter((name) => records.get(name)?.set !== PRODUCTION_SET && entries.has(name) && records.get(name)?.resolvedAt === now).length;
+    if (adopted > 0) deps.logger.warn(`start: adopted ${adopted - others} couriers${others ? ` and ${others} other names` : ''} from the live kernel map (${reason})`);
     return adopted;
   }
 
@@ -178,6 +208,7 @@ export class Controller {
     const { stamp } = renderRuleset(this.config);
     if (live && live.stamp === stamp) {
       this.applied = live.elements;
+      this.appliedPorts = await this.deps.nft.readPorts(this.config.nft.table) ?? [];
       this.appliedStamp = stamp;
       this.appliedHandle = await this.deps.nft.tableHandle(this.config.nft.table);
       this.needsFull = false;
@@ -238,31 +269,61 @@ export class Controller {
     return this.running;
   }
 
-  private async resolveAll(): Promise<{ results: Map<number, Resolution>; ms: number }> {
+  /** Every name of every enabled set, resolved with the same rules (one resolver, one pass). */
+  private async resolveAll(): Promise<{ results: Map<string, Resolution>; ms: number }> {
     const t0 = this.deps.clock();
-    const numbers = courierNumbers(this.config);
-    const names = numbers.map((n) => courierName(this.config.couriers.template, n));
+    const names = namesOf(this.config, this.pool).entries.map((e) => e.name);
     const byName = await this.resolver.resolveMany(names, this.config.resolver.concurrency);
-    const results = new Map<number, Resolution>();
-    numbers.forEach((n, i) => results.set(n, byName.get(names[i]!)!));
+    const results = new Map<string, Resolution>();
+    for (const name of names) results.set(name, byName.get(name)!);
     return { results, ms: this.deps.clock() - t0 };
   }
 
-  private async cycle(resolved: { results: Map<number, Resolution>; ms: number } | undefined): Promise<RefreshReport> {
+  /** New connections per name since the daemon started: kernel counters + what re-created elements had counted. */
+  connections(live: LiveMap | null): Map<string, number> {
+    const out = new Map(this.connOffset);
+    for (const e of live?.elements.values() ?? []) {
+      if (e.name !== undefined && e.packets !== undefined) out.set(e.name, (out.get(e.name) ?? 0) + e.packets);
+    }
+    return out;
+  }
+
+  /** The counter offsets (persisted with the state so `status` can add them to the kernel's counters). */
+  get connectionOffsets(): ReadonlyMap<string, number> {
+    return this.connOffset;
+  }
+
+  /** Elements about to be deleted take their counters with them: add what they counted to the offsets. */
+  private carryCounters(live: LiveMap | null, removed: Iterable<{ vip: string; slot: number }> | 'all'): void {
+    if (live === null || this.current === undefined) return;  // the first sync of this process: counting starts after it
+    const keys = removed === 'all' ? null : new Set([...removed].map((e) => `${e.vip} . ${e.slot}`));
+    for (const [key, e] of live.elements) {
+      if (keys !== null && !keys.has(key)) continue;
+      if (e.name === undefined || !e.packets) continue;
+      this.connOffset.set(e.name, (this.connOffset.get(e.name) ?? 0) + e.packets);
+    }
+  }
+
+  private async cycle(resolved: { results: Map<string, Resolution>; ms: number } | undefined): Promise<RefreshReport> {
     const report = await this.runCycle(resolved);
     for (const l of this.reportListeners) l(report, this.current);
     return report;
   }
 
-  private async runCycle(resolved: { results: Map<number, Resolution>; ms: number } | undefined): Promise<RefreshReport> {
+  private async runCycle(resolved: { results: Map<string, Resolution>; ms: number } | undefined): Promise<RefreshReport> {
     const { config, deps } = this;
     const now = deps.clock();
-    const { snapshot, warnings } = desiredMapping({ config, previous: this.records, results: resolved?.results, now });
+    const { snapshot, warnings } = desiredMapping({ config, previous: this.records, results: resolved?.results, pool: this.pool, now });
     for (const w of warnings) deps.logger.warn(w);
-    const failed = [...(resolved?.results ?? [])].filter(([, r]) => r.kind === 'error').map(([n]) => n);
+    const failedNames = [...(resolved?.results ?? [])].filter(([, r]) => r.kind === 'error').map(([name]) => name);
+    const failed = failedNames.map((name) => snapshot.names.get(name)).filter((v) => v?.set === PRODUCTION_SET && v.n !== null).map((v) => v!.n!);
     const counts = { fresh: 0, stale: 0, absent: 0 };
     for (const c of snapshot.couriers.values()) counts[c.state]++;
+    const sets: Record<string, { fresh: number; stale: number; absent: number }> = {};
+    for (const s of config.sets) sets[s.id] = { fresh: 0, stale: 0, absent: 0 };
+    for (const c of snapshot.names.values()) if (sets[c.set]) sets[c.set]![c.state]++;
     const desired = desiredElements(snapshot);
+    const ports = desiredPorts(config, snapshot);
     const { text: ruleset, stamp } = renderRuleset(config);
 
     let drift = this.forcedDrift ?? undefined;
@@ -275,11 +336,11 @@ export class Controller {
         full = true;
       }
     }
-    const diff = diffElements(this.applied, desired);
-    const script = full ? renderFullSync(ruleset, config.nft.table, desired, await this.ownedDrops()) : renderDelta(config.nft.table, diff);
+    const diff = diffElements(this.applied, desired, this.appliedPorts, ports);
+    const script = full ? renderFullSync(ruleset, config.nft.table, desired, await this.ownedDrops(), ports) : renderDelta(config.nft.table, diff);
     const sync: SyncKind = full ? 'full' : script ? 'delta' : 'none';
     const base = {
-      sync, counts, failed, resolveMs: resolved?.ms ?? 0, elementsChanged: diff.remove.length + diff.add.length,
+      sync, counts, sets, failed, failedNames, resolveMs: resolved?.ms ?? 0, elementsChanged: diffSize(diff),
       resolved: resolved !== undefined, ...(drift !== undefined ? { drift } : {}),
     };
 
@@ -292,6 +353,9 @@ export class Controller {
       return { ...base, ok: false, kernel: 'refused', changes: [], nftMs: 0, error };
     }
     if (script) {
+      // Counters live in the elements: those this transaction deletes hand their counts to the offsets.
+      if (full) this.carryCounters(this.current === undefined ? null : await deps.nft.readMap(config.nft.table).catch(() => null), 'all');
+      else if (diff.remove.length > 0) this.carryCounters(this.lastLive, diff.remove);
       try {
         await deps.nft.apply(script);
       } catch (err) {
@@ -311,9 +375,11 @@ export class Controller {
       this.appliedHandle = await deps.nft.tableHandle(config.nft.table).catch(() => null);
     }
     this.applied = desired;
+    this.appliedPorts = ports;
     this.appliedStamp = stamp;
     const changes = describeChanges(this.baseline, snapshot);
-    this.records = snapshot.couriers;
+    this.records = snapshot.names;
+    this.pool = snapshot.pool;
     this.current = Object.freeze({ config, snapshot });
     this.baseline = snapshot;
     for (const line of changes) deps.logger.info(line);
@@ -323,10 +389,18 @@ export class Controller {
     let error: string | undefined = routingError;
     const stateError = await this.persist(snapshot);
     if (stateError !== undefined) error ??= `kernel programmed but ${stateError}`;
-    if (!error && failed.length > 0) error = `resolution failed for ${failed.length} courier(s): ${this.failureSummary(snapshot, failed)}`;
+    const otherFailed = failedNames.length - failed.length;
+    if (!error && failedNames.length > 0) {
+      error = [
+        ...(failed.length > 0 ? [`resolution failed for ${failed.length} courier(s): ${this.failureSummary(snapshot, failed)}`] : []),
+        ...(otherFailed > 0 ? [`resolution failed for ${otherFailed} other name(s): ${this.otherFailures(snapshot, failedNames)}`] : []),
+      ].join('; ');
+    }
+    const others = Object.entries(sets).filter(([id]) => id !== PRODUCTION_SET).map(([id, c]) => `${id} ${c.fresh}/${c.stale}/${c.absent}`);
     deps.logger.info(
       `refresh: ${counts.fresh} fresh, ${counts.stale} stale, ${counts.absent} absent; ${sync} sync` +
-        `${sync === 'delta' ? ` (${base.elementsChanged} elements)` : ''}; resolve ${base.resolveMs} ms, nft ${nftMs} ms`,
+        `${sync === 'delta' ? ` (${base.elementsChanged} elements)` : ''}; resolve ${base.resolveMs} ms, nft ${nftMs} ms` +
+        `${others.length ? `; other sets (fresh/stale/absent): ${others.join(', ')}` : ''}`,
     );
     return {
       ...base, ok: error === undefined, kernel: script ? 'applied' : 'unchanged', changes, nftMs,
@@ -339,14 +413,16 @@ export class Controller {
    * the file has an answer for and the snapshot has none: records lost at start). Returns the error.
    */
   private async persist(snapshot: Snapshot): Promise<string | undefined> {
-    const lost = [...this.persisted.values()].filter((r) => r.resolvedAt !== null && snapshot.couriers.get(r.n)?.resolvedAt === null);
+    const lost = [...this.persisted.values()].filter((r) => r.resolvedAt !== null && snapshot.names.get(r.name)?.resolvedAt === null);
     if (lost.length > 0) {
-      this.deps.logger.warn(`state: not written: it would forget couriers ${ranges(lost.map((r) => r.n))}, which the file has answers for`);
+      const ns = lost.filter((r) => r.set === PRODUCTION_SET && r.n !== null).map((r) => r.n!);
+      const others = lost.filter((r) => r.set !== PRODUCTION_SET).map((r) => r.name);
+      this.deps.logger.warn(`state: not written: it would forget ${[...(ns.length ? [`couriers ${ranges(ns)}`] : []), ...others].join(', ')}, which the file has answers for`);
       return undefined;
     }
     try {
-      await this.deps.store.save(snapshot);
-      this.persisted = snapshot.couriers;
+      await this.deps.store.save(snapshot, this.connOffset);
+      this.persisted = snapshot.names;
       return undefined;
     } catch (err) {
       this.deps.logger.error(`refresh: kernel programmed but ${errorMessage(err)}`);
@@ -387,18 +463,19 @@ export class Controller {
         if (handle !== this.appliedHandle) return `table inet ${table} was ${handle === null ? 'removed' : 're-created'} behind our back`;
       }
       const live = await nft.readMap(table);
+      this.lastLive = live;
       if (live === null) return `map ${table} couriers4 is gone`;
       if (live.stamp !== stamp) return `map ${table} couriers4 carries another stamp (${live.stamp ?? 'none'})`;
-      if (isDeepStrictEqual(live.elements, this.applied)) return undefined;
       let missing = 0;
       let changed = 0;
       let foreign = 0;
       for (const [key, e] of this.applied) {
         const have = live.elements.get(key);
         if (have === undefined) missing++;
-        else if (have.address !== e.address) changed++;
+        else if (!sameElement(have, e)) changed++;
       }
       for (const key of live.elements.keys()) if (!this.applied.has(key)) foreign++;
+      if (missing + changed + foreign === 0) return undefined;
       return `the kernel map differs from what was applied (${missing} missing, ${changed} changed, ${foreign} foreign elements)`;
     } catch (err) {
       return `cannot read the kernel map (${errorMessage(err)})`;
@@ -436,6 +513,15 @@ export class Controller {
       `refresh: resolution failed for ${failed.length} courier(s) (${this.failureSummary(snapshot, failed)}); ` +
         `kept last-known-good for ${kept}`,
     );
+  }
+
+  private otherFailures(snapshot: Snapshot, failedNames: readonly string[]): string {
+    const bySet = new Map<string, number>();
+    for (const name of failedNames) {
+      const v = snapshot.names.get(name);
+      if (v && v.set !== PRODUCTION_SET) bySet.set(v.set, (bySet.get(v.set) ?? 0) + 1);
+    }
+    return [...bySet].map(([set, k]) => `${k} in ${set}`).join(', ');
   }
 
   private failureSummary(snapshot: Snapshot, failed: readonly number[]): string {

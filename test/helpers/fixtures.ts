@@ -38,16 +38,25 @@ export const nx: Resolution = { kind: 'nxdomain', chain: [] };
 /** A resolver whose answers the test sets per courier number (by name from the default template). */
 export class ScriptedResolver implements Resolver {
   answers = new Map<number, Resolution>();
-  calls = 0;
+  /** Answers for any other name (the other name sets), by name. */
+  byName = new Map<string, Resolution>();
+  calls = 0;      // production courier names asked
+  otherCalls = 0; // every other name asked
   fallbackAnswer: Resolution = nx;
   async resolveA(name: string): Promise<Resolution> {
-    this.calls++;
-    const n = Number(/^(\d+)-/.exec(name)?.[1]);
-    return this.answers.get(n) ?? this.fallbackAnswer;
+    const m = /^(\d+)-courier\.push\.apple\.com$/.exec(name);
+    if (m) this.calls++;
+    else this.otherCalls++;
+    return (m ? this.answers.get(Number(m[1])) : this.byName.get(name)) ?? this.fallbackAnswer;
   }
   async resolveMany(names: readonly string[]): Promise<Map<string, Resolution>> {
     const out = new Map<string, Resolution>();
     for (const name of names) out.set(name, await this.resolveA(name));
     return out;
   }
+}
+
+/** Results or records by courier number → by name (the default production template), as the mapping takes them. */
+export function byCourier<T>(entries: Iterable<readonly [number, T]>, template = '{n}-courier.push.apple.com'): Map<string, T> {
+  return new Map([...entries].map(([n, v]) => [template.replace('{n}', String(n)), v]));
 }

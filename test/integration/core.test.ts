@@ -186,7 +186,7 @@ test.serial('SIGHUP reloads the configuration; a bad one is refused and the old 
     await daemon.waitForLine(/refresh: 50 fresh/, 15_000);
     await writeFile(config, JSON.stringify({ ...JSON.parse(original), couriers: { first: 1, last: 999 } }));
     daemon.kill('SIGHUP');
-    await daemon.waitForLine(/reload: config: couriers\.last: must be an integer in 1\.\.254, got 999; keeping/, 5000);
+    await daemon.waitForLine(/reload: config: couriers\.last: does not fit vipPrefix 198\.18\.100\.0\/24: 1\.\.254 at most .*, got 999; keeping/, 5000);
     await writeFile(config, JSON.stringify({ ...JSON.parse(original), couriers: { first: 1, last: 10 } }));
     daemon.kill('SIGHUP');
     await daemon.waitForLine(/refresh: 10 fresh, 0 stale, 0 absent; full sync/, 10_000);

@@ -9,7 +9,7 @@ test('defaults fill every key of the contract', (t) => {
   const c = parseConfig({});
   t.is(c.vipPrefix.text, DEFAULTS.vipPrefix);
   t.deepEqual(c.ports, [5223, 443]);
-  t.deepEqual(c.couriers, { template: '{n}-courier.push.apple.com', first: 1, last: 200 });
+  t.deepEqual(c.couriers, { template: '{n}-courier.push.apple.com', first: 0, last: 200 });
   t.deepEqual(c.upstreamDns, [{ host: '8.8.8.8', port: 53, family: 4 }]);
   t.deepEqual(c.allowedUpstreamNets.map((n) => n.text), ['17.0.0.0/8']);
   t.deepEqual(c.dns.listen, [{ host: '0.0.0.0', port: 53, family: 4 }]);
@@ -37,7 +37,7 @@ test('values given replace defaults, sections merge key by key', (t) => {
   });
   t.like(c.dns, { tcpMaxPerClient: 1, tcpFrameTimeoutMs: 60000, tcpIdleTimeoutMs: 10000 });
   t.is(c.vipPrefix.text, '198.18.100.0/24');
-  t.deepEqual(c.couriers, { template: '{n}-courier.push.apple.com', first: 1, last: 60 });
+  t.deepEqual(c.couriers, { template: '{n}-courier.push.apple.com', first: 0, last: 60 });
   t.deepEqual(c.upstreamDns, [{ host: '203.0.113.53', port: 5353, family: 4 }, { host: '2001:db8::1', port: 53, family: 6 }]);
   t.is(c.dns.ttl, 5);
   t.deepEqual(c.dns.listen, [{ host: '0.0.0.0', port: 53, family: 4 }]);
@@ -48,12 +48,14 @@ test('values given replace defaults, sections merge key by key', (t) => {
 const bad: [string, unknown, string, string][] = [
   ['unknown top-level key', { vipPrefx: '10.0.0.0/24' }, 'vipPrefx', '"10.0.0.0/24"'],
   ['unknown nested key', { dns: { listn: [] } }, 'dns.listn', '[]'],
-  ['prefix not a /24', { vipPrefix: '10.100.0.0/16' }, 'vipPrefix', '"10.100.0.0/16"'],
+  ['prefix wider than /16', { vipPrefix: '10.100.0.0/15' }, 'vipPrefix', '"10.100.0.0/15"'],
+  ['prefix narrower than /30', { vipPrefix: '10.100.100.0/31' }, 'vipPrefix', '"10.100.100.0/31"'],
   ['prefix with host bits', { vipPrefix: '10.100.100.7/24' }, 'vipPrefix', '"10.100.100.7/24"'],
   ['prefix not an address', { vipPrefix: '10.100.300.0/24' }, 'vipPrefix', '"10.100.300.0/24"'],
   ['prefix wrong type', { vipPrefix: 10 }, 'vipPrefix', '10'],
-  ['first below 1', { couriers: { first: 0 } }, 'couriers.first', '0'],
-  ['last above 254', { couriers: { last: 255 } }, 'couriers.last', '255'],
+  ['first below 0', { couriers: { first: -1 } }, 'couriers.first', '-1'],
+  ['last beyond what the /24 holds with courier 0', { couriers: { last: 254 } }, 'couriers.last', '254'],
+  ['last beyond what the /24 holds', { couriers: { first: 1, last: 255 } }, 'couriers.last', '255'],
   ['first after last', { couriers: { first: 60, last: 50 } }, 'couriers.first', '60'],
   ['last not an integer', { couriers: { last: 50.5 } }, 'couriers.last', '50.5'],
   ['last as string', { couriers: { last: '50' } }, 'couriers.last', '"50"'],
@@ -168,7 +170,8 @@ const shipped = (): Schema => JSON.parse(readFileSync(new URL('config.schema.jso
 
 test('the error messages keep their words', (t) => {
   const message = (input: unknown): string => t.throws(() => parseConfig(input), { instanceOf: ConfigError })!.message;
-  t.is(message({ couriers: { last: 300 } }), 'config: couriers.last: must be an integer in 1..254, got 300');
+  t.is(message({ couriers: { last: 70000 } }), 'config: couriers.last: must be an integer in 0..65534, got 70000');
+  t.is(message({ couriers: { last: 300 } }), 'config: couriers.last: does not fit vipPrefix 10.100.100.0/24: 0..253 at most (no VIP may be the network or broadcast address; N = 0 takes broadcast − 1), got 300');
   t.is(message({ dns: { ttl: 90000 } }), 'config: dns.ttl: must be an integer in 0..86400, got 90000');
   t.is(message({ dns: { ttl: '30' } }), 'config: dns.ttl: must be an integer in 0..86400, got "30"');
   t.is(message({ fallback: { mark: 0 } }), 'config: fallback.mark: must be an integer in 1..4294967295, got 0');
@@ -189,7 +192,7 @@ test('the error messages keep their words', (t) => {
   t.is(message({ upstreamDns: ['8.8.8.8:99999'] }), 'config: upstreamDns[0]: must be an IP address with optional port, like 192.0.2.1 or 192.0.2.1:53, got "8.8.8.8:99999"');
   t.is(message({ metrics: { listen: ['localhost'] } }), 'config: metrics.listen[0]: must be an IP address with optional port, like 192.0.2.1 or 192.0.2.1:9523, got "localhost"');
   t.is(message({ vipPrefix: '10.100.100.7/24' }), 'config: vipPrefix: has host bits set after the prefix length, got "10.100.100.7/24"');
-  t.is(message({ vipPrefix: '10.100.0.0/16' }), 'config: vipPrefix: must be an IPv4 /24 network like 10.100.100.0/24 (one VIP per courier, PREFIX.N), got "10.100.0.0/16"');
+  t.is(message({ vipPrefix: '10.100.0.0/15' }), 'config: vipPrefix: must be an IPv4 network /16../30 like 10.100.100.0/24 (one VIP per courier: network + N, courier 0 at broadcast − 1), got "10.100.0.0/15"');
   t.is(message({ dns: { allowClients: ['fd00::/200'] } }), 'config: dns.allowClients[0]: must be an IPv4 or IPv6 CIDR like 192.168.0.0/16 or fd00::/8, got "fd00::/200"');
   t.is(message({ allowedUpstreamNets: ['17.0.0.0/33'] }), 'config: allowedUpstreamNets[0]: must be an IPv4 CIDR like 17.0.0.0/8, got "17.0.0.0/33"');
 });
@@ -237,7 +240,7 @@ function validate(s: Schema, v: unknown, at = ''): string[] {
   const errors: string[] = [];
   const fail = (why: string): string[] => [...errors, `${at || '/'}: ${why}`];
   for (const k of Object.keys(s)) {
-    if (!ANNOTATIONS.has(k) && !['type', 'properties', 'additionalProperties', 'items', 'minItems', 'uniqueItems', 'minimum', 'maximum', 'minLength', 'pattern', 'anyOf', 'const'].includes(k)) {
+    if (!ANNOTATIONS.has(k) && !['type', 'properties', 'additionalProperties', 'items', 'minItems', 'uniqueItems', 'minimum', 'maximum', 'minLength', 'maxLength', 'pattern', 'anyOf', 'const', 'patternProperties'].includes(k)) {
       throw new Error(`${at}: keyword ${k} is not known to this test's validator`);
     }
   }
@@ -254,9 +257,12 @@ function validate(s: Schema, v: unknown, at = ''): string[] {
   if (s.anyOf && !(s.anyOf as Schema[]).some((alt) => validate(alt, v, at).length === 0)) return fail('no alternative matches');
   if (isObject) {
     const props = (s.properties ?? {}) as Record<string, Schema>;
+    const patterns = Object.entries((s.patternProperties ?? {}) as Record<string, Schema>);
     for (const [k, x] of Object.entries(v as object)) {
+      const byPattern = patterns.find(([re]) => new RegExp(re, 'u').test(k));
       if (props[k]) errors.push(...validate(props[k], x, `${at}/${k}`));
-      else if (s.additionalProperties === false) errors.push(`${at}/${k}: unknown key`);
+      else if (byPattern) errors.push(...validate(byPattern[1], x, `${at}/${k}`));
+      else if (s.additionalProperties === false || patterns.length > 0) errors.push(`${at}/${k}: unknown key`);
     }
   }
   if (Array.isArray(v)) {
@@ -270,6 +276,7 @@ function validate(s: Schema, v: unknown, at = ''): string[] {
   }
   if (typeof v === 'string') {
     if (typeof s.minLength === 'number' && [...v].length < s.minLength) errors.push(`${at}: too short`);
+    if (typeof s.maxLength === 'number' && [...v].length > s.maxLength) errors.push(`${at}: too long`);
     if (typeof s.pattern === 'string' && !new RegExp(s.pattern, 'u').test(v)) errors.push(`${at}: does not match ${s.pattern}`);
   }
   return errors;
@@ -283,7 +290,7 @@ test('the published schema accepts the default config.json and the README exampl
   const blocks = readmeBlocks();
   t.true(blocks.length > 0);
   for (const b of blocks) t.deepEqual(validate(schema, JSON.parse(b)), []);
-  t.deepEqual(validate(schema, { couriers: { last: 300 } }), ['/couriers/last: above maximum']);
+  t.deepEqual(validate(schema, { couriers: { last: 70000 } }), ['/couriers/last: above maximum']);
   t.deepEqual(validate(schema, { $schema: 'x', dns: { listn: [] } }), ['/dns/listn: unknown key']);
   t.deepEqual(validate(schema, { log: { level: 'verbose' } }), ['/log/level: no alternative matches']);
   // the validator is not a yes-machine: the same defaults with one bad value fail
@@ -295,6 +302,7 @@ test('the published schema accepts the default config.json and the README exampl
 // What only the code checks (after the schema): host bits, cron syntax, DNS names, cross-field rules.
 const CODE_ONLY = new Set([
   'prefix with host bits', 'first after last', 'CIDR with host bits', 'bad schedule',
+  'last beyond what the /24 holds with courier 0', 'last beyond what the /24 holds',
   ...unsafe.map(([title]) => title),
 ]);
 
@@ -324,7 +332,7 @@ test('the schema\'s address patterns agree with the code\'s parsers (net.ts): ne
     const cidr = parseCidr4(v);
     const hp = parseHostPort(v, 53);
     // IPv4 networks: exactly the code's syntax (host bits are the code's to report)
-    t.is(matches(props.vipPrefix!, v), cidr !== 'syntax' && /\/24$/.test(v), `vipPrefix ${JSON.stringify(v)}`);
+    t.is(matches(props.vipPrefix!, v), cidr !== 'syntax' && /\/(?:1[6-9]|2\d|30)$/.test(v), `vipPrefix ${JSON.stringify(v)}`);
     t.is(matches(props.allowedUpstreamNets!.items as Schema, v), cidr !== 'syntax', `allowedUpstreamNets ${JSON.stringify(v)}`);
     // addresses: never stricter; exactly the code's for everything but bare IPv6 (left to node:net)
     const hostPortSchema = props.upstreamDns!.items as Schema;
@@ -351,7 +359,7 @@ test('an editor sees a description and a default for every key, and a message fo
       for (const node of [p, p.items as Schema | undefined]) {
         if (node?.pattern) t.true(typeof node.errorMessage === 'string', `${path}: a pattern has an errorMessage`);
       }
-      if (p.type === 'object') walk(p, path);
+      if (p.type === 'object' && p.properties) walk(p, path);
     }
   };
   const schema = shipped();

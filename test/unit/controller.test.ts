@@ -16,7 +16,7 @@ class MemoryStore implements StateStore {
   async save(s: Snapshot) {
     if (this.failSave) throw new Error('disk full');
     this.saves++;
-    this.saved = { version: 1, savedAt: s.at, couriers: [...s.couriers.values()] };
+    this.saved = { version: 2, savedAt: s.at, names: [...s.names.values()], pool: Object.fromEntries(s.pool) };
   }
 }
 
@@ -330,7 +330,7 @@ test('an unusable state file at start: the live map is adopted, never wiped, the
   const r2 = await controller.refresh();
   t.false(r2.ok);
   t.deepEqual(elements(nft), before, 'still there after a failed refresh');
-  t.deepEqual(store.saved!.couriers.find((c) => c.n === 1)!.addresses, ['203.0.113.10', '203.0.113.11'], 'what is written knows the adopted addresses');
+  t.deepEqual(store.saved!.names.find((c) => c.n === 1)!.addresses, ['203.0.113.10', '203.0.113.11'], 'what is written knows the adopted addresses');
 });
 
 test('no state file and a live map of ours: adopted; a live map that is not ours is ignored', async (t) => {
@@ -348,7 +348,7 @@ test('a state file is never overwritten by a snapshot that knows less than it', 
   const logger = memoryLogger();
   // the records were lost (simulated): a controller that never loaded them must not replace the file
   const controller = new Controller({ config: testConfig({ couriers: { first: 1, last: 3 } }), nft: new FakeNft(), makeResolver: () => { const r = new ScriptedResolver(); r.fallbackAnswer = fail(); return r; }, store, clock: clock.now, logger });
-  (controller as unknown as { persisted: Map<number, unknown> }).persisted = new Map(savedBefore!.couriers.map((c) => [c.n, c]));
+  (controller as unknown as { persisted: Map<string, unknown> }).persisted = new Map(savedBefore!.names.map((c) => [c.name, c]));
   await controller.refresh();
   t.deepEqual(store.saved, savedBefore);
   t.true(logger.lines.some((l) => /state: not written: it would forget couriers 1-3/.test(l)), logger.lines.join('\n'));
@@ -369,8 +369,8 @@ test('a read-only or full state dir at start: the kernel is programmed, the star
 test('last-known-good from any origin passes the current allow-list (state file, narrowed reload)', async (t) => {
   const config = testConfig({ couriers: { first: 1, last: 3 } });
   const store = new MemoryStore();
-  const lkg = (n: number, addresses: string[]) => ({ n, addresses, resolvedAt: Date.UTC(2026, 10, 25, 8, 59), ttl: 60, exists: true, checkedAt: null, error: null, vip: `198.18.100.${n}`, state: 'fresh' as const, programmed: addresses });
-  store.saved = { version: 1, savedAt: 0, couriers: [lkg(1, ['8.8.8.8', '203.0.113.10']), lkg(2, ['127.0.0.1', '198.18.100.7']), lkg(3, ['203.0.113.200'])] };
+  const lkg = (n: number, addresses: string[]) => ({ n, name: `${n}-courier.push.apple.com`, set: 'couriers', addresses, resolvedAt: Date.UTC(2026, 10, 25, 8, 59), ttl: 60, exists: true, checkedAt: null, error: null, vip: `198.18.100.${n}`, state: 'fresh' as const, programmed: addresses });
+  store.saved = { version: 2, savedAt: 0, pool: {}, names: [lkg(1, ['8.8.8.8', '203.0.113.10']), lkg(2, ['127.0.0.1', '198.18.100.7']), lkg(3, ['203.0.113.200'])] };
   const nft = new FakeNft();
   const clock = new FakeClock();
   const resolver = new ScriptedResolver();

@@ -1,5 +1,5 @@
 // The pure answer logic (README, The DNS server): every case as a table row, decoded with dns-packet.
-import test from 'ava';
+import test, { type ExecutionContext } from 'ava';
 import dnsPacket from 'dns-packet';
 import { courierMatcher } from '../helpers/courier-matcher.js';
 import {
@@ -54,9 +54,11 @@ const rows: Row[] = [
   // not courier names → forwarded
   { title: 'evil-courier → forward', msg: q('evil-courier.push.apple.com'), expect: { forward: { name: 'evil-courier.push.apple.com', type: 'A' } } },
   { title: '05-courier (leading zero) → forward', msg: q('05-courier.push.apple.com'), expect: { forward: { name: '05-courier.push.apple.com', type: 'A' } } },
-  { title: '0-courier → forward', msg: q('0-courier.push.apple.com'), expect: { forward: { name: '0-courier.push.apple.com', type: 'A' } } },
-  { title: '255-courier → forward', msg: q('255-courier.push.apple.com'), expect: { forward: { name: '255-courier.push.apple.com', type: 'A' } } },
-  { title: '61-courier (outside first..last) → forward', msg: q('61-courier.push.apple.com'), expect: { forward: { name: '61-courier.push.apple.com', type: 'A' } } },
+  { title: '0-courier (below first) → NXDOMAIN + SOA here, never forwarded', msg: q('0-courier.push.apple.com'), expect: { reply: { rcode: 'NXDOMAIN', soa: true } } },
+  { title: '255-courier (no VIP) → NXDOMAIN + SOA here, never forwarded', msg: q('255-courier.push.apple.com'), expect: { reply: { rcode: 'NXDOMAIN', soa: true } } },
+  { title: '61-courier (outside first..last) → NXDOMAIN + SOA here', msg: q('61-courier.push.apple.com'), expect: { reply: { rcode: 'NXDOMAIN', soa: true } } },
+  { title: '201-courier.sandbox (outside the sandbox range) → NXDOMAIN + SOA here', msg: q('201-Courier.Sandbox.push.apple.com'), expect: { reply: { rcode: 'NXDOMAIN', name: '201-Courier.Sandbox.push.apple.com' } } },
+  { title: '99999-courier, AAAA → NXDOMAIN here', msg: q('99999-courier.push.apple.com', 'AAAA'), expect: { reply: { rcode: 'NXDOMAIN', soa: true } } },
   { title: 'courier name under another zone → forward', msg: q('5-courier.push.apple.com.example.'), expect: { forward: { name: '5-courier.push.apple.com.example', type: 'A' } } },
   { title: 'courier name under another zone, no dot → forward', msg: q('5-courier.push.apple.com.example'), expect: { forward: { name: '5-courier.push.apple.com.example', type: 'A' } } },
   { title: 'prefix label → forward', msg: q('x.5-courier.push.apple.com'), expect: { forward: { name: 'x.5-courier.push.apple.com', type: 'A' } } },
@@ -200,12 +202,23 @@ for (const [title, msg, want] of malformed) {
   });
 }
 
-test('every courier 1..60 and no other number is answered locally, as courierMatcher says', (t) => {
+/** A name of the production template's shape (any N without leading zeros): answered here, in range or not. */
+const shaped = (name: string) => /^(?:0|[1-9][0-9]{0,8})-courier\.push\.apple\.com\.?$/i.test(name);
+
+/** In range (courierMatcher): the snapshot's answer; of the shape but outside: NXDOMAIN here; else forwarded. */
+function expectLocal(t: ExecutionContext, d: Decision, name: string, match: (name: string) => number | undefined): void {
+  if (match(name) !== undefined) t.is(d.kind, 'reply', name);
+  else if (shaped(name)) {
+    t.is(d.kind, 'reply', name);
+    if (d.kind === 'reply') t.is(decode(d.bytes).rcode, 'NXDOMAIN', name);
+  } else t.is(d.kind, 'forward', name);
+}
+
+test('every courier 1..60 is answered from the snapshot, every other number of the shape NXDOMAIN here, leading zeros forwarded', (t) => {
   const match = courierMatcher(config);
   for (let n = 0; n <= 300; n++) {
     for (const name of [`${n}-courier.push.apple.com`, `0${n}-courier.push.apple.com`]) {
-      const d = answerQuery(responder, q(name), 'udp', true);
-      t.is(d.kind === 'reply', match(name) !== undefined, name);
+      expectLocal(t, answerQuery(responder, q(name), 'udp', true), name, match);
     }
   }
 });
@@ -223,7 +236,7 @@ test('random near-miss names: local answer exactly when courierMatcher matches',
     if (i % 3 === 0) name = `${1 + rnd(70)}-courier.push.apple.com`.replace(/[a-z]/g, (c) => (rnd(2) ? c.toUpperCase() : c));
     if (dnsNameProblem(name) !== undefined || /^\.|\.\.|^$/.test(name)) continue;
     const d = answerQuery(responder, q(name), 'udp', true);
-    t.is(d.kind === 'reply', match(name) !== undefined, name);
+    expectLocal(t, d, name, match);
     if (d.kind === 'reply') local++;
   }
   t.true(local > 1000, `only ${local} local answers: the generator is not exercising couriers`);
@@ -244,12 +257,15 @@ test('responder: another template puts the SOA on its zone', (t) => {
   const r = buildResponder(c, undefined);
   t.like(reply(answerQuery(r, q('C2.couriers.EXAMPLE.test'), 'udp', true)).answers?.[0], { name: 'C2.couriers.EXAMPLE.test', data: '198.18.100.2' });
   t.like(reply(answerQuery(r, q('c2.couriers.example.test', 'AAAA'), 'udp', true)).authorities?.[0], { name: 'couriers.EXAMPLE.test'.toLowerCase(), type: 'SOA' });
-  t.is(answerQuery(r, q('c4.couriers.example.test'), 'udp', true).kind, 'forward');
+  const outside = reply(answerQuery(r, q('c4.couriers.example.test'), 'udp', true));
+  t.is(outside.rcode, 'NXDOMAIN', 'the template\'s shape outside first..last is answered here');
+  t.like(outside.authorities?.[0], { name: 'couriers.example.test', type: 'SOA' });
+  t.is(answerQuery(r, q('cx.couriers.example.test'), 'udp', true).kind, 'forward');
 });
 
 test('responder: courier names hash without collisions under the chosen seed', (t) => {
   const r = buildResponder(testConfig({ couriers: { first: 1, last: 254 } }), undefined);
-  t.is(r.couriers.size, 254);
+  t.is(r.couriers.size, 254 + 201, 'the couriers and the sandbox couriers (exact names wait for the pool)');
   for (const [hash, c] of r.couriers) t.is(nameHash(c.qname, r.seed), hash);
 });
 

@@ -42,10 +42,14 @@ function fakeUpstream() {
   return { fake, asked, held, holdAnswers: () => { hold = true; } };
 }
 
-function quietLog(): DnsLog & { debugLines: string[]; warnings: string[] } {
+function quietLog(): DnsLog & { debugLines: string[]; warnings: string[]; infos: string[] } {
   const debugLines: string[] = [];
   const warnings: string[] = [];
-  return { debugLines, warnings, isDebug: () => true, debug: (line) => void debugLines.push(line()), warn: (m) => void warnings.push(m) };
+  const infos: string[] = [];
+  return {
+    debugLines, warnings, infos, isDebug: () => true, debug: (line) => void debugLines.push(line()), warn: (m) => void warnings.push(m),
+    countRewritten: (line) => void infos.push(line()),
+  };
 }
 
 function rig(dns: Record<string, unknown> = {}, o: { debug?: boolean } = {}) {

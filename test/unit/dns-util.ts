@@ -60,9 +60,9 @@ export function decode(bytes: Buffer): Decoded {
 
 /** The test plan's couriers: 1..49 resolved, 50 never resolved (existence unknown), 51..60 NXDOMAIN. */
 export function testSnapshot(config: Config = testConfig(), overrides: Record<number, Resolution> = {}): Snapshot {
-  const results = new Map<number, Resolution>();
+  const results = new Map<string, Resolution>();
   for (let n = config.couriers.first; n <= config.couriers.last; n++) {
-    results.set(n, overrides[n] ?? (n < 50 ? ok(['203.0.113.10']) : n === 50 ? fail() : nx));
+    results.set(config.couriers.template.replace('{n}', String(n)), overrides[n] ?? (n < 50 ? ok(['203.0.113.10']) : n === 50 ? fail() : nx));
   }
   return desiredMapping({ config, previous: new Map(), results, now: 1_700_000_000_000 }).snapshot;
 }

@@ -11,10 +11,10 @@ import { DEFAULT_BACKLOG, type Fallback, listenBacklog, startFallback } from '..
 import { loadRelayAddon } from '../../src/fallback/relay/index.js';
 import { planTargets } from '../../src/fallback/plan.js';
 import type { Resolution } from '../../src/dns/client/resolver.js';
-import { FakeClock, fail, nx, ok, testConfig } from '../helpers/fixtures.js';
+import { FakeClock, fail, nx, ok, testConfig, byCourier } from '../helpers/fixtures.js';
 
 const allowed = testConfig().allowedUpstreamNets;  // 203.0.113.0/24
-const known = desiredMapping({ config: testConfig(), previous: new Map(), results: new Map([[7, ok(['203.0.113.30', '203.0.113.31'])]]), now: 0 }).snapshot.couriers.get(7);
+const known = desiredMapping({ config: testConfig(), previous: new Map(), results: byCourier([[7, ok(['203.0.113.30', '203.0.113.31'])]]), now: 0 }).snapshot.couriers.get(7);
 
 test('plan: resolved addresses, filtered and rotated', (t) => {
   const p = planTargets(ok(['203.0.113.12', '198.51.100.9', '203.0.113.11']), known, allowed, 1);
@@ -54,9 +54,9 @@ async function fallback(cfg: Config, answer: (n: number) => Resolution, resolved
   return startFallback({
     config: cfg,
     native: loadRelayAddon(),
-    resolveNow: async (n) => answer(n),
+    resolveNow: async (name) => answer(Number(/^(\d+)-/.exec(name)![1])),
     generation: () => undefined,
-    onResolved: (n) => resolved.push(n),
+    onResolved: (name) => resolved.push(Number(/^(\d+)-/.exec(name)![1])),
     logger: memoryLogger(),
     listen: (server) => new Promise((r) => server.listen(0, '127.0.0.1', r)),
     originalDestination: () => ({ address: '198.18.100.7', port: cfg.ports[0]! }),
@@ -212,7 +212,7 @@ test('a reload with a shorter fallback.idleTimeoutSeconds applies to connections
     const done = readAll(s);
     await new Promise<void>((r) => s.once('data', () => r()));  // relayed: the courier's HELLO arrived
     const t0 = Date.now();
-    fb.update({ config: loopConfig(c.port, { fallback: { idleTimeoutSeconds: 1 } }), snapshot: { at: 0, couriers: new Map() } });
+    fb.update({ config: loopConfig(c.port, { fallback: { idleTimeoutSeconds: 1 } }), snapshot: { at: 0, names: new Map(), couriers: new Map(), pool: new Map() } });
     const { data } = await done;
     const ms = Date.now() - t0;
     t.is(data.toString(), 'HELLO\n');

@@ -7,7 +7,7 @@ test('concurrent and recent lookups of one courier share one query; others and s
   const clock = new FakeClock();
   const asked: number[] = [];
   let answer: Resolution = ok(['203.0.113.10']);
-  const lookup = sharedLookup(async (n) => { asked.push(n); return answer; }, clock.now, 1000);
+  const lookup = sharedLookup(async (n: number) => { asked.push(n); return answer; }, clock.now, 1000);
   const [a, b] = await Promise.all([lookup(7, 500), lookup(7, 500)]);
   t.is(a, b);
   t.deepEqual(asked, [7]);

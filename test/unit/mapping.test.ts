@@ -2,12 +2,12 @@ import test from 'ava';
 import { SLOTS, addressByKey } from '../../src/nft/elements.js';
 import { type CourierRecord, desiredElements, desiredMapping, describeChanges } from '../../src/sync/mapping.js';
 import type { Resolution } from '../../src/dns/client/resolver.js';
-import { FakeClock, fail, nx, ok, testConfig } from '../helpers/fixtures.js';
+import { FakeClock, byCourier, fail, nx, ok, testConfig } from '../helpers/fixtures.js';
 
 const config = testConfig({ couriers: { first: 1, last: 3 }, refresh: { maxStaleSeconds: 600 } });
 
 function run(previous: ReadonlyMap<number, CourierRecord>, results: [number, Resolution][] | undefined, now: number) {
-  return desiredMapping({ config, previous, results: results && new Map(results), now });
+  return desiredMapping({ config, previous: byCourier(previous), results: results && byCourier(results), now });
 }
 
 test('fresh: addresses sorted numerically, de-duplicated, filtered to allowedUpstreamNets with a warning', (t) => {

@@ -2,17 +2,17 @@ import test from 'ava';
 import type { RefreshReport } from '../../src/sync/controller.js';
 import { desiredMapping } from '../../src/sync/mapping.js';
 import { Metrics } from '../../src/ops/metrics.js';
-import { FakeClock, nx, ok, testConfig } from '../helpers/fixtures.js';
+import { FakeClock, nx, ok, testConfig, byCourier } from '../helpers/fixtures.js';
 
 const config = testConfig({ couriers: { first: 1, last: 3 } });
 const generation = {
   config,
-  snapshot: desiredMapping({ config, previous: new Map(), results: new Map([[1, ok(['203.0.113.10'])], [2, nx]]), now: 0 }).snapshot,
+  snapshot: desiredMapping({ config, previous: new Map(), results: byCourier([[1, ok(['203.0.113.10'])], [2, nx]]), now: 0 }).snapshot,
 };
 
 const report = (over: Partial<RefreshReport> = {}): RefreshReport => ({
   ok: true, sync: 'full', kernel: 'applied', changes: [], elementsChanged: 8, counts: { fresh: 1, stale: 0, absent: 2 },
-  failed: [], resolveMs: 40, nftMs: 10, resolved: true, ...over,
+  sets: {}, failed: [], failedNames: [], resolveMs: 40, nftMs: 10, resolved: true, ...over,
 });
 
 function value(text: string, line: string): number | undefined {

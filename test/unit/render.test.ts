@@ -1,26 +1,40 @@
 import { writeFileSync } from 'node:fs';
 import test from 'ava';
-import { desiredElements, desiredMapping } from '../../src/sync/mapping.js';
+import { desiredElements, desiredMapping, desiredPorts } from '../../src/sync/mapping.js';
 import { elementsFromText } from '../../src/nft/elements.js';
 import { diffElements, renderDelta, renderFlush, renderFullSync, renderRuleset } from '../../src/nft/render.js';
-import { REPO, TEMPLATE, nx, ok, readRepoFile, testConfig } from '../helpers/fixtures.js';
+import { REPO, TEMPLATE, nx, ok, readRepoFile, testConfig, byCourier } from '../helpers/fixtures.js';
 
-function goldenElements() {
-  const config = testConfig({ couriers: { first: 1, last: 4 } });
-  const results = new Map([
+// Small sets so the golden file stays readable: couriers 1..4, sandbox couriers 0..2 (N = 0 at
+// broadcast − 1), the bag and provider hosts from the pool, and an operator's UDP set.
+const GOLDEN_CONFIG = testConfig({
+  couriers: { first: 1, last: 4 }, vipPool: '198.18.102.0/24',
+  nameSets: { sandbox: { first: 0, last: 2, vipPrefix: '198.18.101.0/24' }, time: { names: ['time.apple.com'], tcp: [], udp: [123] } },
+});
+
+function goldenSnapshot() {
+  const results = byCourier([
     [1, ok(['203.0.113.10', '203.0.113.11'])],
     [2, ok(['203.0.113.12', '203.0.113.13', '203.0.113.14'])],
     [3, nx],
     [4, ok(['203.0.113.15'])],
   ]);
-  return desiredElements(desiredMapping({ config, previous: new Map(), results, now: 0 }).snapshot);
+  results.set('0-courier.sandbox.push.apple.com', ok(['203.0.113.16']));
+  results.set('init.push.apple.com', ok(['203.0.113.17']));
+  results.set('time.apple.com', ok(['203.0.113.18']));
+  return desiredMapping({ config: GOLDEN_CONFIG, previous: new Map(), results, now: 0 }).snapshot;
+}
+
+function goldenElements() {
+  return desiredElements(goldenSnapshot());
 }
 
 // The golden file is the reviewed shape of what we send the kernel; regenerate with UPDATE_GOLDEN=1.
-test('full sync script matches the golden file', (t) => {
-  const config = testConfig();
+test('full sync script matches the golden file: per-set ports as vipports elements, commented map elements', (t) => {
+  const config = GOLDEN_CONFIG;
   const { text } = renderRuleset(config, TEMPLATE);
-  const script = renderFullSync(text, config.nft.table, goldenElements());
+  const snapshot = goldenSnapshot();
+  const script = renderFullSync(text, config.nft.table, desiredElements(snapshot), [], desiredPorts(config, snapshot));
   if (process.env.UPDATE_GOLDEN) writeFileSync(new URL('test/golden/full-sync.nft', REPO), script);
   t.is(script, readRepoFile('test/golden/full-sync.nft'));
 });
@@ -40,9 +54,9 @@ test('masquerade and fallback can be switched off; the stamp follows the rules',
 
 test('nft.snat: source NAT to the shared address instead of masquerade (precedence), invalid packets of our flows dropped', (t) => {
   const pair = renderRuleset(testConfig({ nft: { snat: '203.0.113.1' } }), TEMPLATE);
-  t.regex(pair.text, /\n\t\tct status dnat ct original ip daddr 198\.18\.100\.0\/24 snat ip to 203\.0\.113\.1\n/);
+  t.regex(pair.text, /\n\t\tct status dnat ct original ip daddr @vips snat ip to 203\.0\.113\.1\n/);
   t.notRegex(pair.text, /masquerade/, 'snat takes precedence over nft.masquerade (true by default)');
-  t.regex(pair.text, /chain pair \{\n\t\ttype filter hook prerouting priority dstnat - 10; policy accept;\n\t\tip daddr \{ 198\.18\.100\.0\/24, 203\.0\.113\.1 \} ct state invalid drop\n\t\}/);
+  t.regex(pair.text, /chain pair \{\n\t\ttype filter hook prerouting priority dstnat - 10; policy accept;\n\t\tip daddr @vips ct state invalid drop\n\t\tip daddr 203\.0\.113\.1 ct state invalid drop\n\t\}/);
   const both = renderRuleset(testConfig({ nft: { snat: '203.0.113.1', masquerade: false } }), TEMPLATE);
   t.is(both.text, pair.text.replace(pair.stamp, both.stamp));
   t.not(pair.stamp, renderRuleset(testConfig(), TEMPLATE).stamp);
@@ -50,10 +64,26 @@ test('nft.snat: source NAT to the shared address instead of masquerade (preceden
   t.notRegex(single.text, /snat|chain pair|invalid/, 'a single router is unchanged');
 });
 
-test('ports and prefix come from config', (t) => {
-  const { text } = renderRuleset(testConfig({ ports: [5223], vipPrefix: '198.18.7.0/24' }), TEMPLATE);
-  t.regex(text, /ip daddr 198\.18\.7\.0\/24 tcp dport \{ 5223 \} dnat/);
-  t.notRegex(text, /\{\{|\}\}/, 'no placeholder left');
+test('the rules are static: ports, prefixes and names live in elements, so the stamp ignores them', (t) => {
+  const a = renderRuleset(testConfig({ ports: [5223], vipPrefix: '198.18.7.0/24' }), TEMPLATE);
+  const b = renderRuleset(testConfig({ nameSets: { captive: { names: ['captive.apple.com'], tcp: [80, 443] }, bag: { enabled: false } } }), TEMPLATE);
+  t.is(a.stamp, b.stamp);
+  t.regex(a.text, /ip daddr \. meta l4proto \. th dport @vipports dnat ip to ip daddr \. numgen random mod 8 map @couriers4/);
+  t.notRegex(a.text, /198\.18\.7|dport \{|\b5223\b/);
+  t.notRegex(a.text, /\{\{|\}\}/, 'no placeholder left');
+});
+
+test('per-set ports: each VIP gets its own set\'s TCP and UDP ports, and only those', (t) => {
+  const snapshot = goldenSnapshot();
+  const ports = desiredPorts(GOLDEN_CONFIG, snapshot).map((p) => `${p.vip} . ${p.proto} . ${p.port}`);
+  t.true(ports.includes('198.18.100.1 . tcp . 5223'));
+  t.true(ports.includes('198.18.100.3 . tcp . 443'), 'a VIP with no element yet still has its ports (misses reach the fallback)');
+  t.true(ports.includes('198.18.101.254 . tcp . 5223'), 'sandbox courier 0: broadcast − 1');
+  const vipOf = (name: string) => snapshot.names.get(name)!.vip;
+  t.deepEqual(ports.filter((p) => p.startsWith(`${vipOf('init.push.apple.com')} `)), [`${vipOf('init.push.apple.com')} . tcp . 80`, `${vipOf('init.push.apple.com')} . tcp . 443`]);
+  t.deepEqual(ports.filter((p) => p.startsWith(`${vipOf('api.push.apple.com')} `)), [`${vipOf('api.push.apple.com')} . tcp . 443`, `${vipOf('api.push.apple.com')} . tcp . 2197`]);
+  t.deepEqual(ports.filter((p) => p.startsWith(`${vipOf('time.apple.com')} `)), [`${vipOf('time.apple.com')} . udp . 123`]);
+  t.false(ports.some((p) => p.startsWith('198.18.100.') && / (80|2197|123)$/.test(p)), 'couriers get no bag, provider or NTP ports');
 });
 
 test('a broken template is an error, not a silent bad ruleset', (t) => {
@@ -64,7 +94,7 @@ test('a broken template is an error, not a silent bad ruleset', (t) => {
 test('diff: identical maps give no operations and an empty delta', (t) => {
   const el = goldenElements();
   const diff = diffElements(el, new Map(el));
-  t.deepEqual(diff, { remove: [], add: [] });
+  t.deepEqual(diff, { remove: [], add: [], removePorts: [], addPorts: [], removeVips: [], addVips: [] });
   t.is(renderDelta('apns_proxy', diff), '');
 });
 

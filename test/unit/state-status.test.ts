@@ -2,17 +2,19 @@ import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import test from 'ava';
-import { desiredMapping } from '../../src/sync/mapping.js';
+import { type Snapshot, desiredMapping } from '../../src/sync/mapping.js';
 import { parseMapJson } from '../../src/nft/runner.js';
-import { createStateStore, parseState } from '../../src/sync/state.js';
+import { type StateFile, createStateStore, parseState } from '../../src/sync/state.js';
 import { formatStatus, statusRows } from '../../src/ops/status.js';
-import { FakeClock, nx, ok, testConfig } from '../helpers/fixtures.js';
+import { FakeClock, nx, ok, testConfig, byCourier } from '../helpers/fixtures.js';
 import { elementsFromText } from '../../src/nft/elements.js';
 
 const config = testConfig({ couriers: { first: 1, last: 3 }, refresh: { maxStaleSeconds: 3600 } });
 
+const stateOf = (snap: Snapshot): StateFile => ({ version: 2, savedAt: snap.at, names: [...snap.names.values()], pool: Object.fromEntries(snap.pool) });
+
 function snapshotAt(now: number) {
-  return desiredMapping({ config, previous: new Map(), results: new Map([[1, ok(['203.0.113.10', '203.0.113.11'], 20)], [2, nx]]), now }).snapshot;
+  return desiredMapping({ config, previous: new Map(), results: byCourier([[1, ok(['203.0.113.10', '203.0.113.11'], 20)], [2, nx]]), now }).snapshot;
 }
 
 test('state round-trips through an atomic write and leaves no temp file', async (t) => {
@@ -23,7 +25,7 @@ test('state round-trips through an atomic write and leaves no temp file', async 
     await store.save(snapshotAt(1000));
     const back = await store.load();
     t.is(back!.savedAt, 1000);
-    t.deepEqual(back!.couriers.find((c) => c.n === 1)!.addresses, ['203.0.113.10', '203.0.113.11']);
+    t.deepEqual(back!.names.find((c) => c.n === 1)!.addresses, ['203.0.113.10', '203.0.113.11']);
     t.deepEqual(await readdir(join(dir, 'sub')), ['state.json']);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -50,8 +52,8 @@ test('status joins state and the live map, with ages and notes', (t) => {
   const snap = snapshotAt(clock.now());
   clock.advance(90_000);
   const live = { stamp: 'x', elements: elementsFromText([['198.18.100.1 . 0', '203.0.113.10'], ['198.18.100.1 . 1', '203.0.113.11']]) };
-  const rows = statusRows(config, { version: 1, savedAt: snap.at, couriers: [...snap.couriers.values()] }, live, clock.now());
-  t.deepEqual(rows[0], { courier: 1, vip: '198.18.100.1', state: 'fresh', addresses: ['203.0.113.10', '203.0.113.11'], kernel: ['203.0.113.10', '203.0.113.11'], ageSeconds: 90, ttl: 20, note: '' });
+  const rows = statusRows(config, stateOf(snap), live, clock.now());
+  t.deepEqual(rows[0], { set: 'couriers', name: '1-courier.push.apple.com', courier: 1, connections: null, vip: '198.18.100.1', state: 'fresh', addresses: ['203.0.113.10', '203.0.113.11'], kernel: ['203.0.113.10', '203.0.113.11'], ageSeconds: 90, ttl: 20, note: '' });
   t.is(rows[1]!.state, 'absent');
   t.is(rows[1]!.note, 'NXDOMAIN');
   t.is(rows[2]!.state, 'absent');
@@ -64,7 +66,7 @@ test('status flags a kernel map that disagrees with state, and ages past maxStal
   const snap = snapshotAt(clock.now());
   clock.advance(3601_000);
   const live = { stamp: 'x', elements: elementsFromText([['198.18.100.1 . 0', '203.0.113.99']]) };
-  const rows = statusRows(config, { version: 1, savedAt: snap.at, couriers: [...snap.couriers.values()] }, live, clock.now());
+  const rows = statusRows(config, stateOf(snap), live, clock.now());
   t.is(rows[0]!.state, 'absent');
   t.regex(rows[0]!.note, /kernel map differs from state/);
   t.deepEqual(statusRows(config, null, null, 0)[0]!.kernel, []);
@@ -81,8 +83,8 @@ test('parseMapJson reads nft -j list map output', (t) => {
 });
 
 test('status names a never-resolved courier\'s error once', (t) => {
-  const snap = desiredMapping({ config, previous: new Map(), results: new Map([[3, { kind: 'error', code: 'E_TIMEOUT', message: 'no reply' }]]), now: 0 }).snapshot;
-  const row = statusRows(config, { version: 1, savedAt: 0, couriers: [...snap.couriers.values()] }, null, 0)[2]!;
+  const snap = desiredMapping({ config, previous: new Map(), results: byCourier([[3, { kind: 'error', code: 'E_TIMEOUT', message: 'no reply' }]]), now: 0 }).snapshot;
+  const row = statusRows(config, stateOf(snap), null, 0)[2]!;
   t.is(row.note, 'never resolved, E_TIMEOUT: no reply');
 });
 

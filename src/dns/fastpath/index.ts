@@ -153,12 +153,13 @@ const OUTCOME = { courier: 0, nodata: 1, nxdomain: 2 } as const;
 /**
  * The table the native threads answer from: whether to answer at all (`answer` false hands every
  * datagram to JS), the IPv4 networks of dns.allowClients (an IPv4 client outside them goes to JS,
- * which says REFUSED or, through an IPv6 rule covering mapped addresses, answers it), and per courier
- * its lower-cased name, outcomes and the four replies buildResponder made. Big-endian:
+ * which says REFUSED or, through an IPv6 rule covering mapped addresses, answers it), and per name
+ * of every set (couriers, sandbox couriers, exact names alike: the table is keyed by name, C knows no
+ * sets) its lower-cased name, outcomes and the four replies buildResponder made. Big-endian:
  *   "DNSF" u8 1 u8 answer u16 nets (u32 network u8 prefix)*
  *   u16 couriers (u8 nameLen name u8 outcomeA u8 outcomeOther (u16 len bytes)x4: A, A+OPT, other, other+OPT)*
  */
-export function encodeFastPathTable(r: Responder, allowClients: readonly string[], answer: boolean): Buffer {
+export function encodeFastPathTable(r: Pick<Responder, 'couriers'> & Partial<Pick<Responder, 'seed'>>, allowClients: readonly string[], answer: boolean): Buffer {
   const parts: Buffer[] = [];
   const head = Buffer.alloc(8);
   head.write('DNSF', 0, 'latin1');
