@@ -35,8 +35,10 @@ test.after.always(async (t) => {
 const statePath = (lab: Lab) => join(stateDir(lab), 'state.json');
 
 function couriersWithAddresses(text: string): number {
-  const doc = JSON.parse(text) as { couriers?: { addresses?: unknown[] }[] };
-  return (doc.couriers ?? []).filter((c) => Array.isArray(c.addresses) && c.addresses.length > 0).length;
+  // version 2 lists every name (couriers have their N); version 1 listed couriers
+  const doc = JSON.parse(text) as { names?: { n?: number | null; addresses?: unknown[] }[]; couriers?: { addresses?: unknown[] }[] };
+  const couriers = doc.names?.filter((c) => typeof c.n === 'number') ?? doc.couriers ?? [];
+  return couriers.filter((c) => Array.isArray(c.addresses) && c.addresses.length > 0).length;
 }
 
 const BAD_STATES: [string, (file: string) => Promise<void>][] = [
@@ -85,9 +87,9 @@ for (const [what, spoil] of BAD_STATES) {
 test.serial('case 4: a last-known-good with addresses outside allowedUpstreamNets is never programmed', async (t) => {
   const { lab, config } = t.context;
   await primeMap(lab, config, SCENARIO);
-  const doc = JSON.parse(await readFile(statePath(lab), 'utf8')) as { couriers: { n: number; addresses: string[] }[] };
+  const doc = JSON.parse(await readFile(statePath(lab), 'utf8')) as { names: { n: number | null; addresses: string[] }[] };
   const poison: Record<number, string> = { 1: '8.8.8.8', 2: '127.0.0.1', 3: '198.18.100.7' };
-  for (const c of doc.couriers) if (poison[c.n]) c.addresses = [...c.addresses, poison[c.n]!];
+  for (const c of doc.names) if (c.n !== null && poison[c.n]) c.addresses = [...c.addresses, poison[c.n]!];
   await writeFile(statePath(lab), JSON.stringify(doc, null, 1));
   await lab.exec(lab.ns.router, 'nft', ['delete', 'table', 'inet', 'apns_proxy']);  // start from state alone
   await lab.setScenario(SILENT);
