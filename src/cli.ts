@@ -126,12 +126,12 @@ async function main(argv: string[]): Promise<number> {
   switch (command) {
     case 'render': {
       // Elements from last-known-good state, so the output is what a daemon start would apply.
-      const [{ desiredElements, desiredMapping, desiredPorts }, { renderFullSync, renderRuleset }] = await Promise.all([import('./sync/mapping.js'), import('./nft/render.js')]);
+      const [{ desiredDirect, desiredElements, desiredMapping, desiredPorts }, { renderFullSync, renderRuleset }] = await Promise.all([import('./sync/mapping.js'), import('./nft/render.js')]);
       const state = await createStateStore(config.stateDir).load().catch(() => null);
       const previous = recordsOf(state, config.couriers.template);
       const { snapshot } = desiredMapping({ config, previous, pool: new Map(Object.entries(state?.pool ?? {})), now: Date.now() });
       const { text } = renderRuleset(config);
-      process.stdout.write(renderFullSync(text, config.nft.table, desiredElements(snapshot), [], desiredPorts(config, snapshot)));
+      process.stdout.write(renderFullSync(text, config.nft.table, desiredElements(snapshot), [], desiredPorts(config, snapshot), desiredDirect(config, snapshot)));
       return 0;
     }
     case 'refresh': {

@@ -141,6 +141,12 @@ export const ConfigSchema = Type.Object({
     idleTimeoutSeconds: int(1, 30 * 86400, 4 * 3600, 'A relayed connection idle this long is closed, seconds (APNs connections are long-lived and mostly idle).'),
     maxConnections: int(1, 1_000_000, 8192, 'Relayed connections at once; beyond it, new ones are reset. Two descriptors each.'),
   }),
+  direct: section('Devices that connect to an Apple address directly instead of a VIP (an address cached before they used this router, or one learnt some other way).', {
+    forward: bool(true, 'A new connection to an address some name maps to now, on that name\'s set\'s ports, is forwarded and source-NATed like a VIP connection (its conntrack entry gets direct.mark; an operator forward chain with policy drop must accept that mark: doctor checks). false: such connections are left to the router\'s own forwarding, and never reset.'),
+    reset5223: bool(true, 'Any other new TCP connection to allowedUpstreamNets on port 5223 is answered at once with a TCP reset, so the device gives up on that address and asks DNS instead of waiting for a timeout.'),
+    reset443: bool(false, 'The same on port 443. Off by default: on a router that reaches the internet, 443 to allowedUpstreamNets carries every other Apple service too.'),
+    mark: int(1, 0xffffffff, 0x20000000, 'The conntrack mark bits of direct flows: ORed into ct mark (other users of ct mark keep their bits), matched with ct mark & MARK == MARK.'),
+  }),
   nft: section('The nftables table.', {
     table: text('apns_proxy', 'Our nftables table (family inet).',
       PATTERNS.nftTable, 'must be a letter followed by up to 31 letters, digits or underscores'),

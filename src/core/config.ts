@@ -204,7 +204,7 @@ export function parseConfig(raw: unknown): Config {
   return Object.freeze({
     vipPrefix, ports: [...v.ports], couriers, nameSets, vipPool, sets,
     upstreamDns, allowedUpstreamNets, resolver: { ...v.resolver }, dns,
-    refresh: { ...v.refresh }, fallback: { ...v.fallback }, nft: { ...v.nft }, ha: { ...v.ha }, metrics,
+    refresh: { ...v.refresh }, fallback: { ...v.fallback }, direct: { ...v.direct }, nft: { ...v.nft }, ha: { ...v.ha }, metrics,
     stateDir: v.stateDir.replace(/\/+$/, '') || '/', log: { ...v.log },
   });
 }

@@ -23,6 +23,27 @@ export function portKey(p: PortElement): string {
   return `${p.vip} . ${p.proto} . ${p.port}`;
 }
 
+/**
+ * One element of the direct set: a device's new connection straight to this upstream address (one
+ * a name maps to now), protocol and port (its set's) is forwarded like a VIP connection.
+ */
+export interface DirectElement {
+  readonly address: string;
+  readonly proto: 'tcp' | 'udp';
+  readonly port: number;
+}
+
+export function directKey(d: DirectElement): string {
+  return `${d.address} . ${d.proto} . ${d.port}`;
+}
+
+/** Stable order (address, protocol, port), each element once. */
+export function sortedDirect(elements: Iterable<DirectElement>): DirectElement[] {
+  const byKey = new Map([...elements].map((d) => [directKey(d), d]));
+  return sortedPorts([...byKey.values()].map((d) => ({ vip: d.address, proto: d.proto, port: d.port })))
+    .map((p) => ({ address: p.vip, proto: p.proto, port: p.port }));
+}
+
 /** Stable order (VIP, protocol, port) for scripts and golden files. */
 export function sortedPorts(ports: Iterable<PortElement>): PortElement[] {
   const num = (vip: string) => vip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);

@@ -1,16 +1,18 @@
 // Renders nft scripts (pure): the static ruleset from the template, full syncs, element deltas.
 import { createHash } from 'node:crypto';
 import type { Config } from '../core/config.js';
-import { type ElementMap, type MapElement, type PortElement, SLOTS, elementKey, portKey, sameElement, sortedElements, sortedPorts } from './elements.js';
+import { type DirectElement, type ElementMap, type MapElement, type PortElement, SLOTS, directKey, elementKey, portKey, sameElement, sortedDirect, sortedElements, sortedPorts } from './elements.js';
 import { rulesetTemplate } from './template.js';
 
-export type { ElementMap, MapElement, PortElement } from './elements.js';
+export type { DirectElement, ElementMap, MapElement, PortElement } from './elements.js';
 
 export const MAP_NAME = 'couriers4';
 /** VIP . protocol . port: what is forwarded (DNAT, source NAT, fallback all key on it). */
 export const PORTS_SET = 'vipports';
 /** Every VIP that has at least one forwarded port. */
 export const VIPS_SET = 'vips';
+/** Upstream address . protocol . port of every programmed address of every name (direct connections). */
+export const DIRECT_SET = 'direct';
 
 /** Every stamp renderRuleset writes starts with this: the mark that says a table is ours. */
 export const STAMP_PREFIX = 'apns-proxy ';
@@ -22,9 +24,19 @@ export interface ElementDiff {
   readonly addPorts?: readonly PortElement[];
   readonly removeVips?: readonly string[];
   readonly addVips?: readonly string[];
+  readonly removeDirect?: readonly DirectElement[];
+  readonly addDirect?: readonly DirectElement[];
 }
 
-type RulesetConfig = Pick<Config, 'nft' | 'fallback'>;
+type RulesetConfig = Pick<Config, 'nft' | 'fallback' | 'direct' | 'allowedUpstreamNets'>;
+
+/** allowedUpstreamNets for an interval set: each once, none inside another (nft refuses overlaps). */
+export function upstreamNets(nets: Pick<Config, 'allowedUpstreamNets'>['allowedUpstreamNets']): string[] {
+  const inside = (a: (typeof nets)[number], b: (typeof nets)[number]) =>
+    b.length <= a.length && ((a.network & b.mask) >>> 0) === ((b.network & b.mask) >>> 0);
+  const kept = nets.filter((a, i) => !nets.some((b, j) => j !== i && inside(a, b) && (b.length < a.length || j < i)));
+  return [...kept].sort((a, b) => (a.network >>> 0) - (b.network >>> 0)).map((n) => n.text);
+}
 
 /**
  * Fills the template. The map comment carries a stamp (hash of the rendered rules), so a later
@@ -37,6 +49,12 @@ export function renderRuleset(config: RulesetConfig, template: string = rulesetT
     snat: snat !== null,
     srcnat: config.nft.masquerade || snat !== null,
     fallback: config.fallback.enabled,
+    directForward: config.direct.forward,
+    directPass: !config.direct.forward,
+    directMasquerade: config.direct.forward && config.nft.masquerade && snat === null,
+    directSnat: config.direct.forward && snat !== null,
+    reset5223: config.direct.reset5223,
+    reset443: config.direct.reset443,
   };
   const values: Record<string, string> = {
     table: config.nft.table,
@@ -44,6 +62,8 @@ export function renderRuleset(config: RulesetConfig, template: string = rulesetT
     mark: `0x${config.fallback.mark.toString(16)}`,
     fallbackPort: String(config.fallback.port),
     snat: snat ?? '',
+    directMark: `0x${config.direct.mark.toString(16)}`,
+    upstreamNets: upstreamNets(config.allowedUpstreamNets).join(', '),
   };
   const lines: string[] = [];
   for (const line of template.split('\n')) {
@@ -76,6 +96,10 @@ function portList(ports: readonly PortElement[]): string {
   return sortedPorts(ports).map(portKey).join(', ');
 }
 
+function directList(elements: readonly DirectElement[]): string {
+  return sortedDirect(elements).map(directKey).join(', ');
+}
+
 /** The VIPs of these port elements, once each, in order. */
 export function vipsOf(ports: Iterable<PortElement>): string[] {
   return [...new Set(sortedPorts(ports).map((p) => p.vip))];
@@ -85,7 +109,7 @@ export function vipsOf(ports: Iterable<PortElement>): string[] {
  * A full sync: replace our table wholesale in one transaction ("add" first so "delete" cannot fail
  * on a missing table). Established flows keep their conntrack NAT state across the swap.
  */
-export function renderFullSync(ruleset: string, table: string, elements: ElementMap, dropTables: readonly string[] = [], ports: readonly PortElement[] = []): string {
+export function renderFullSync(ruleset: string, table: string, elements: ElementMap, dropTables: readonly string[] = [], ports: readonly PortElement[] = [], direct: readonly DirectElement[] = []): string {
   const out: string[] = [];
   for (const old of dropTables) out.push(`add table inet ${old}`, `delete table inet ${old}`);
   out.push(`add table inet ${table}`, `delete table inet ${table}`, ruleset.trimEnd());
@@ -93,21 +117,25 @@ export function renderFullSync(ruleset: string, table: string, elements: Element
     out.push(`add element inet ${table} ${PORTS_SET} { ${portList(ports)} }`);
     out.push(`add element inet ${table} ${VIPS_SET} { ${vipsOf(ports).join(', ')} }`);
   }
+  if (direct.length > 0) out.push(`add element inet ${table} ${DIRECT_SET} { ${directList(direct)} }`);
   if (elements.size > 0) out.push(`add element inet ${table} ${MAP_NAME} { ${elementList(sortedElements(elements.values()))} }`);
   return `${out.join('\n')}\n`;
 }
 
 /**
  * Steady state: only the elements that changed. Empty string when nothing did. Removals first
- * (map, then ports, then VIPs), additions after (VIPs, ports, then the map): one transaction.
+ * (map, direct, ports, VIPs), additions after (VIPs, ports, direct, the map): one transaction, so a
+ * direct address is forwardable exactly while some name maps to it.
  */
 export function renderDelta(table: string, diff: ElementDiff): string {
   const out: string[] = [];
   if (diff.remove.length > 0) out.push(`delete element inet ${table} ${MAP_NAME} { ${elementList(diff.remove, false)} }`);
+  if (diff.removeDirect?.length) out.push(`delete element inet ${table} ${DIRECT_SET} { ${directList(diff.removeDirect)} }`);
   if (diff.removePorts?.length) out.push(`delete element inet ${table} ${PORTS_SET} { ${portList(diff.removePorts)} }`);
   if (diff.removeVips?.length) out.push(`delete element inet ${table} ${VIPS_SET} { ${diff.removeVips.join(', ')} }`);
   if (diff.addVips?.length) out.push(`add element inet ${table} ${VIPS_SET} { ${diff.addVips.join(', ')} }`);
   if (diff.addPorts?.length) out.push(`add element inet ${table} ${PORTS_SET} { ${portList(diff.addPorts)} }`);
+  if (diff.addDirect?.length) out.push(`add element inet ${table} ${DIRECT_SET} { ${directList(diff.addDirect)} }`);
   if (diff.add.length > 0) out.push(`add element inet ${table} ${MAP_NAME} { ${elementList(diff.add)} }`);
   return out.length ? `${out.join('\n')}\n` : '';
 }
@@ -118,7 +146,10 @@ export function renderFlush(table: string): string {
 }
 
 /** Elements whose address changed are deleted and re-added (nft has no in-place replace for map data). */
-export function diffElements(applied: ElementMap, desired: ElementMap, appliedPorts: readonly PortElement[] = [], desiredPorts: readonly PortElement[] = []): ElementDiff {
+export function diffElements(
+  applied: ElementMap, desired: ElementMap, appliedPorts: readonly PortElement[] = [], desiredPorts: readonly PortElement[] = [],
+  appliedDirect: readonly DirectElement[] = [], desiredDirect: readonly DirectElement[] = [],
+): ElementDiff {
   const remove = sortedElements([...applied].filter(([key, e]) => !sameElement(desired.get(key), e)).map(([, e]) => e));
   const add = sortedElements([...desired].filter(([key, e]) => !sameElement(applied.get(key), e)).map(([, e]) => e));
   const had = new Set(appliedPorts.map(portKey));
@@ -129,12 +160,17 @@ export function diffElements(applied: ElementMap, desired: ElementMap, appliedPo
   const wantVips = new Set(vipsOf(desiredPorts));
   const removeVips = [...hadVips].filter((v) => !wantVips.has(v));
   const addVips = [...wantVips].filter((v) => !hadVips.has(v));
-  return { remove, add, removePorts, addPorts, removeVips, addVips };
+  const hadDirect = new Set(appliedDirect.map(directKey));
+  const wantDirect = new Set(desiredDirect.map(directKey));
+  const removeDirect = sortedDirect(appliedDirect.filter((d) => !wantDirect.has(directKey(d))));
+  const addDirect = sortedDirect(desiredDirect.filter((d) => !hadDirect.has(directKey(d))));
+  return { remove, add, removePorts, addPorts, removeVips, addVips, removeDirect, addDirect };
 }
 
 /** Elements a diff touches, all kinds (the report's and the log's count). */
 export function diffSize(d: ElementDiff): number {
-  return d.remove.length + d.add.length + (d.removePorts?.length ?? 0) + (d.addPorts?.length ?? 0) + (d.removeVips?.length ?? 0) + (d.addVips?.length ?? 0);
+  return d.remove.length + d.add.length + (d.removePorts?.length ?? 0) + (d.addPorts?.length ?? 0) + (d.removeVips?.length ?? 0) + (d.addVips?.length ?? 0)
+    + (d.removeDirect?.length ?? 0) + (d.addDirect?.length ?? 0);
 }
 
 export { elementKey };

@@ -1,7 +1,7 @@
 // The one place that talks to nft: scripts go in on stdin (`nft -f -`, one atomic transaction).
 import { ApnsProxyError } from '../core/errors.js';
-import { type ElementMap, type MapElement, type PortElement, elementMap } from './elements.js';
-import { MAP_NAME, PORTS_SET, STAMP_PREFIX } from './render.js';
+import { type DirectElement, type ElementMap, type MapElement, type PortElement, elementMap } from './elements.js';
+import { DIRECT_SET, MAP_NAME, PORTS_SET, STAMP_PREFIX } from './render.js';
 
 /** What is in the kernel for our table: null when the table or map does not exist. */
 export interface LiveMap {
@@ -16,6 +16,8 @@ export interface NftRunner {
   readMap(table: string): Promise<LiveMap | null>;
   /** Reads the vipports set back (null when absent). */
   readPorts(table: string): Promise<PortElement[] | null>;
+  /** Reads the direct set back (null when absent). */
+  readDirect(table: string): Promise<DirectElement[] | null>;
   /** The kernel's handle for our table (new on every re-creation), null when it does not exist. */
   tableHandle(table: string): Promise<number | null>;
   /**
@@ -61,6 +63,14 @@ export function createNftRunner(exec: Exec, nftPath = 'nft'): NftRunner {
         throw new ApnsProxyError('E_NFT', `nft list set inet ${table} ${PORTS_SET} failed: ${r.stderr.trim()}`);
       }
       return parsePortsJson(r.stdout);
+    },
+    async readDirect(table) {
+      const r = await run(['-j', 'list', 'set', 'inet', table, DIRECT_SET]);
+      if (r.failed) {
+        if (/No such file or directory/.test(r.stderr)) return null;
+        throw new ApnsProxyError('E_NFT', `nft list set inet ${table} ${DIRECT_SET} failed: ${r.stderr.trim()}`);
+      }
+      return parsePortsJson(r.stdout).map((p) => ({ address: p.vip, proto: p.proto, port: p.port }));
     },
     async tableOwner(table) {
       const r = await run(['-j', 'list', 'table', 'inet', table]);

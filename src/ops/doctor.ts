@@ -49,6 +49,10 @@ export const FEATURES: readonly { name: string; modules: string; chain: string; 
   },
   { name: 'masquerade', modules: 'nft_masq', chain: 'type nat hook postrouting priority srcnat; policy accept; ct status dnat ct original ip daddr @vips masquerade' },
   { name: 'tproxy (the fallback)', modules: 'nft_tproxy', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; meta l4proto tcp ip daddr . meta l4proto . th dport @vipports tproxy ip to 127.0.0.1:15223 accept' },
+  {
+    name: 'direct connections (ct mark, reject with tcp reset, interval set)', modules: 'nft_ct nft_reject_inet',
+    chain: 'type filter hook forward priority filter - 5; policy accept; ct status dnat accept; ct state new ip daddr . meta l4proto . th dport @vipports ct mark set ct mark | 0x20000000 accept; ct state new ip daddr @upstream tcp dport 5223 reject with tcp reset',
+  },
   { name: 'socket transparent (the fallback)', modules: 'nft_socket', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; meta l4proto tcp socket transparent 1 meta mark set 0x2a accept' },
 ];
 
@@ -57,6 +61,7 @@ export function featureScript(chain: string, elements = false): string {
   const body = chain.split('; ').join('\n\t\t');
   const table = 'table inet apns_proxy_doctor {\n\tmap m {\n\t\ttypeof ip daddr . numgen random mod 8 : ip daddr\n\t\tcounter\n\t}\n' +
     '\tset vipports {\n\t\ttypeof ip daddr . meta l4proto . th dport\n\t}\n\tset vips {\n\t\ttypeof ip daddr\n\t}\n' +
+    '\tset upstream {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 198.18.0.0/15 }\n\t}\n' +
     `\tchain c {\n\t\t${body}\n\t}\n}\n`;
   if (!elements) return table;
   return `${table}add element inet apns_proxy_doctor vipports { 198.18.100.5 . tcp . 5223, 198.18.102.1 . udp . 123 }\n` +
@@ -77,6 +82,26 @@ export function droppingForwardChains(rulesetJson: string, ourTable: string): st
       if (!rule || rule.family !== chain.family || rule.table !== chain.table || rule.chain !== chain.name) return false;
       const text = JSON.stringify(rule.expr ?? []);
       return /"ct":\{"key":"status"\}/.test(text) && /"dnat"/.test(text) && /"accept":null/.test(text);
+    });
+    if (!accepts) out.push(`${chain.family} ${chain.table} ${chain.name}`);
+  }
+  return out;
+}
+
+/**
+ * Chains hooked at forward with policy drop, in tables other than ours, with no rule that accepts
+ * conntrack entries carrying the direct mark bits (`ct mark & MARK == MARK accept`): they would drop
+ * the direct connections our forward chain accepted and marked.
+ */
+export function droppingDirectChains(rulesetJson: string, ourTable: string, mark: number): string[] {
+  const items = (JSON.parse(rulesetJson || '{"nftables":[]}') as { nftables?: (NftChainJson & NftRuleJson)[] }).nftables ?? [];
+  const out: string[] = [];
+  for (const { chain } of items) {
+    if (!chain || chain.hook !== 'forward' || chain.policy !== 'drop' || chain.table === ourTable) continue;
+    const accepts = items.some(({ rule }) => {
+      if (!rule || rule.family !== chain.family || rule.table !== chain.table || rule.chain !== chain.name) return false;
+      const text = JSON.stringify(rule.expr ?? []);
+      return /"ct":\{"key":"mark"\}/.test(text) && new RegExp(`[\\[,:]${mark}[\\],}]`).test(text) && /"accept":null/.test(text);
     });
     if (!accepts) out.push(`${chain.family} ${chain.table} ${chain.name}`);
   }
@@ -159,11 +184,26 @@ export async function runDoctor(config: Config, p: DoctorProbes, opts: DoctorOpt
     else add('fallback helper', 'fail', native, 'npm run build:native  # needs python3, make, g++');
   }
 
-  const dropping = droppingForwardChains(await p.nftRuleset(), config.nft.table);
+  const ruleset = await p.nftRuleset();
+  const dropping = droppingForwardChains(ruleset, config.nft.table);
   if (dropping.length === 0) add('forward chain', 'ok', 'no forward chain drops DNATed flows');
   else {
     add('forward chain', 'fail', `forward chain(s) with policy drop and no "ct status dnat accept": ${dropping.join(', ')}; forwarded courier connections will be dropped`,
       dropping.map((c) => `nft insert rule ${c} ct status dnat accept`).join('; '));
+  }
+  const { direct } = config;
+  const hexMark = `0x${direct.mark.toString(16)}`;
+  const resets = [direct.reset5223 ? '5223' : '', direct.reset443 ? '443' : ''].filter(Boolean).join(' and ');
+  const resetText = resets ? `; other new connections to allowedUpstreamNets on ${resets} are reset` : '; nothing is reset (direct.reset5223 and direct.reset443 off)';
+  if (!direct.forward) {
+    add('direct', 'ok', `direct.forward off: direct connections to mapped addresses are left to this router's own forwarding${resetText}`);
+  } else {
+    const droppingDirect = droppingDirectChains(ruleset, config.nft.table, direct.mark);
+    if (droppingDirect.length === 0) add('direct', 'ok', `direct connections to mapped addresses are forwarded (ct mark ${hexMark}) and no forward chain drops them${resetText}`);
+    else {
+      add('direct', 'fail', `forward chain(s) with policy drop and no "ct mark & ${hexMark} == ${hexMark} accept": ${droppingDirect.join(', ')}; devices that connect to a courier address directly will be dropped`,
+        droppingDirect.map((c) => `nft insert rule ${c} ct mark and ${hexMark} == ${hexMark} accept`).join('; '));
+    }
   }
 
   for (const hp of config.dns.listen) {

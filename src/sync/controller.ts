@@ -6,9 +6,9 @@ import { courierForVip, courierName } from '../core/couriers.js';
 import { PRODUCTION_SET } from '../core/namesets.js';
 import { ApnsProxyError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
-import { type Generation, type NameRecord, type Snapshot, allowedAddress, describeChanges, desiredElements, desiredMapping, desiredPorts, label, namesOf } from './mapping.js';
+import { type Generation, type NameRecord, type Snapshot, allowedAddress, describeChanges, desiredDirect, desiredElements, desiredMapping, desiredPorts, label, namesOf } from './mapping.js';
 import { cidrContains, parseIPv4, sortUniqueIPv4 } from '../core/net.js';
-import { type ElementMap, type PortElement, STAMP_PREFIX, diffElements, diffSize, renderDelta, renderFullSync, renderRuleset } from '../nft/render.js';
+import { type DirectElement, type ElementMap, type PortElement, STAMP_PREFIX, diffElements, diffSize, renderDelta, renderFullSync, renderRuleset } from '../nft/render.js';
 import { sameElement } from '../nft/elements.js';
 import type { LiveMap, NftRunner } from '../nft/runner.js';
 import type { Resolution, Resolver } from '../dns/client/resolver.js';
@@ -42,7 +42,7 @@ export interface RefreshReport {
   readonly sync: SyncKind;
   readonly kernel: 'applied' | 'unchanged' | 'refused';  // what became of the transaction
   readonly changes: readonly string[];   // "courier 5: a,b → c", "init.push.apple.com: a → b"
-  readonly elementsChanged: number;      // map, vipports and vips elements the transaction touched
+  readonly elementsChanged: number;      // map, vipports, vips and direct elements the transaction touched
   readonly counts: { fresh: number; stale: number; absent: number };  // the production couriers
   readonly sets: Readonly<Record<string, { fresh: number; stale: number; absent: number }>>;  // every set, by id
   readonly failed: readonly number[];    // production couriers whose resolution failed this cycle
@@ -67,6 +67,7 @@ export class Controller {
   private routingDone: RoutingSpec | null = null;   // what ensure() last succeeded with
   private dropRouting: RoutingSpec[] = [];
   private appliedPorts: readonly PortElement[] = [];
+  private appliedDirect: readonly DirectElement[] = [];
   private records: ReadonlyMap<string, NameRecord> = new Map();
   private persisted: ReadonlyMap<string, NameRecord> = new Map();  // what the state file holds
   private pool: ReadonlyMap<string, string> = new Map();           // exact name → VIP (stable; state file)
@@ -209,6 +210,7 @@ export class Controller {
     if (live && live.stamp === stamp) {
       this.applied = live.elements;
       this.appliedPorts = await this.deps.nft.readPorts(this.config.nft.table) ?? [];
+      this.appliedDirect = await this.deps.nft.readDirect(this.config.nft.table) ?? [];
       this.appliedStamp = stamp;
       this.appliedHandle = await this.deps.nft.tableHandle(this.config.nft.table);
       this.needsFull = false;
@@ -324,6 +326,7 @@ export class Controller {
     for (const c of snapshot.names.values()) if (sets[c.set]) sets[c.set]![c.state]++;
     const desired = desiredElements(snapshot);
     const ports = desiredPorts(config, snapshot);
+    const direct = desiredDirect(config, snapshot);
     const { text: ruleset, stamp } = renderRuleset(config);
 
     let drift = this.forcedDrift ?? undefined;
@@ -336,8 +339,8 @@ export class Controller {
         full = true;
       }
     }
-    const diff = diffElements(this.applied, desired, this.appliedPorts, ports);
-    const script = full ? renderFullSync(ruleset, config.nft.table, desired, await this.ownedDrops(), ports) : renderDelta(config.nft.table, diff);
+    const diff = diffElements(this.applied, desired, this.appliedPorts, ports, this.appliedDirect, direct);
+    const script = full ? renderFullSync(ruleset, config.nft.table, desired, await this.ownedDrops(), ports, direct) : renderDelta(config.nft.table, diff);
     const sync: SyncKind = full ? 'full' : script ? 'delta' : 'none';
     const base = {
       sync, counts, sets, failed, failedNames, resolveMs: resolved?.ms ?? 0, elementsChanged: diffSize(diff),
@@ -376,6 +379,7 @@ export class Controller {
     }
     this.applied = desired;
     this.appliedPorts = ports;
+    this.appliedDirect = direct;
     this.appliedStamp = stamp;
     const changes = describeChanges(this.baseline, snapshot);
     this.records = snapshot.names;

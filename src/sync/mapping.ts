@@ -3,7 +3,7 @@
 import type { Config } from '../core/config.js';
 import { type NameEntry, PRODUCTION_SET, allocatePool, exactNames, nameEntries } from '../core/namesets.js';
 import { cidrContains, inAnyCidr, parseIPv4, sortUniqueIPv4 } from '../core/net.js';
-import { type ElementMap, type MapElement, type PortElement, SLOTS, elementMap } from '../nft/elements.js';
+import { type DirectElement, type ElementMap, type MapElement, type PortElement, SLOTS, elementMap, sortedDirect } from '../nft/elements.js';
 import type { Resolution } from '../dns/client/resolver.js';
 
 
@@ -179,6 +179,24 @@ export function desiredPorts(config: Pick<Config, 'sets'>, snapshot: Snapshot): 
     for (const port of s.udp) out.push({ vip: c.vip, proto: 'udp', port });
   }
   return out;
+}
+
+/**
+ * The direct elements: every address the kernel maps some name to now, with that name's set's TCP
+ * and UDP ports (once each, sorted). Exactly the couriers4 addresses: none while a name is absent.
+ */
+export function desiredDirect(config: Pick<Config, 'sets'>, snapshot: Snapshot): DirectElement[] {
+  const bySet = new Map(config.sets.map((s) => [s.id, s]));
+  const out: DirectElement[] = [];
+  for (const c of snapshot.names.values()) {
+    const s = bySet.get(c.set);
+    if (!s) continue;
+    for (const address of c.programmed) {
+      for (const port of s.tcp) out.push({ address, proto: 'tcp', port });
+      for (const port of s.udp) out.push({ address, proto: 'udp', port });
+    }
+  }
+  return sortedDirect(out);
 }
 
 /** Human lines for what changed between two snapshots, for the info log. */

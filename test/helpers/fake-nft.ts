@@ -3,7 +3,7 @@
 import { ApnsProxyError } from '../../src/core/errors.js';
 import { STAMP_PREFIX } from '../../src/nft/render.js';
 import type { LiveMap, NftRunner, TableOwner } from '../../src/nft/runner.js';
-import { type PortElement, elementsFromText } from '../../src/nft/elements.js';
+import { type DirectElement, type PortElement, elementsFromText } from '../../src/nft/elements.js';
 
 interface FakeTable {
   stamp: string | null;
@@ -11,12 +11,12 @@ interface FakeTable {
   elements: Map<string, string>;        // couriers4: "VIP . slot" → address
   names: Map<string, string>;           // couriers4: "VIP . slot" → its comment
   packets: Map<string, number>;         // couriers4: "VIP . slot" → its counter (bump() adds)
-  sets: Map<string, Set<string>>;       // vipports, vips: their elements as nft writes them
+  sets: Map<string, Set<string>>;       // vipports, vips, direct: their elements as nft writes them
   handle: number;
 }
 
 const emptyTable = (handle: number, stamp: string | null = null, rules = ''): FakeTable =>
-  ({ stamp, rules, elements: new Map(), names: new Map(), packets: new Map(), sets: new Map([['vipports', new Set()], ['vips', new Set()]]), handle });
+  ({ stamp, rules, elements: new Map(), names: new Map(), packets: new Map(), sets: new Map([['vipports', new Set()], ['vips', new Set()], ['direct', new Set()]]), handle });
 
 export class FakeNft implements NftRunner {
   tables = new Map<string, FakeTable>();
@@ -73,10 +73,11 @@ export class FakeNft implements NftRunner {
             if (name !== undefined) t!.names.set(key, name);
           }
         }
-      } else if ((m = /^(add|delete) element inet (\w+) (vipports|vips) \{ (.*) \}$/.exec(line))) {
+      } else if ((m = /^(add|delete) element inet (\w+) (vipports|vips|direct) \{ (.*) \}$/.exec(line))) {
         const set = next.get(m[2]!)?.sets.get(m[3]!);
         if (!set) this.fail(`${m[1]} element: set ${m[2]} ${m[3]}: No such file or directory`);
         for (const item of m[4]!.split(', ')) {
+          if (m[3] !== 'vips' && !/^\d+\.\d+\.\d+\.\d+ \. (tcp|udp) \. \d+$/.test(item)) this.fail(`fake nft does not understand the ${m[3]} element ${item}`);
           if (m[1] === 'delete' && !set!.delete(item)) this.fail(`delete element ${item}: No such file or directory`);
           if (m[1] === 'add') set!.add(item);
         }
@@ -104,6 +105,15 @@ export class FakeNft implements NftRunner {
     return [...set].map((item) => {
       const [vip, proto, port] = item.split(' . ') as [string, 'tcp' | 'udp', string];
       return { vip, proto, port: Number(port) };
+    });
+  }
+
+  async readDirect(table: string): Promise<DirectElement[] | null> {
+    const set = this.tables.get(table)?.sets.get('direct');
+    if (!set) return null;
+    return [...set].map((item) => {
+      const [address, proto, port] = item.split(' . ') as [string, 'tcp' | 'udp', string];
+      return { address, proto, port: Number(port) };
     });
   }
 

@@ -43,13 +43,19 @@ test.serial('a forward chain that drops our flows fails, and the printed fix rep
   t.is(bad.exitCode, 1);
   const fix = /^ {6}fix: (nft insert rule inet filter forward ct status dnat accept)$/m.exec(bad.stdout);
   t.truthy(fix, bad.stdout);
-  const [tool, ...args] = fix![1]!.split(' ');
-  await lab.exec(lab.ns.router, tool!, args);  // the lab resolves `nft` to the system binary
+  const direct = /^ {6}fix: (nft insert rule inet filter forward ct mark and 0x20000000 == 0x20000000 accept)$/m.exec(bad.stdout);
+  t.truthy(direct, `direct connections need their own accept: ${bad.stdout}`);
+  for (const f of [fix![1]!, direct![1]!]) {
+    const [tool, ...args] = f.split(' ');
+    await lab.exec(lab.ns.router, tool!, args);  // the lab resolves `nft` to the system binary
+  }
   const good = await cli(t, 'doctor');
   t.is(good.exitCode, 0, good.stdout);
-  // ...and the forwarded path really works through that chain
+  // ...and the forwarded path really works through that chain, through a VIP and directly
   const c = await lab.probe(['connect', '198.18.100.5', '5223']);
   t.is(c.hellos.length, 1);
+  const d = await lab.probe(['connect', c.hellos[0].split(':')[0], '5223']);
+  t.is(d.hellos.length, 1, `a direct connection to courier 5's address: ${JSON.stringify(d)}`);
 });
 
 test.serial('ip_forward off and upstream silent are failures', async (t) => {

@@ -46,6 +46,10 @@ test('first refresh is a full sync with every element; a no-change refresh sends
   t.is(Object.keys(elements(nft)).length, 16);
   t.is(elements(nft)['198.18.100.1 . 7'], '203.0.113.11');
   t.deepEqual(r1.counts, { fresh: 2, stale: 0, absent: 1 });
+  t.deepEqual([...nft.tables.get('apns_proxy')!.sets.get('direct')!].sort(),
+    ['203.0.113.10 . tcp . 443', '203.0.113.10 . tcp . 5223', '203.0.113.11 . tcp . 443', '203.0.113.11 . tcp . 5223', '203.0.113.12 . tcp . 443', '203.0.113.12 . tcp . 5223'],
+    'every mapped address with its set\'s ports; courier 3 (NXDOMAIN) has none');
+  t.regex(nft.scripts[0]!, /\nadd element inet apns_proxy direct \{ 203\.0\.113\.10 \. tcp \. 443, 203\.0\.113\.10 \. tcp \. 5223, 203\.0\.113\.11 \. tcp \. 443, /);
 
   const r2 = await controller.refresh();
   t.true(r2.ok);
@@ -61,11 +65,15 @@ test('a change sends only the changed elements', async (t) => {
   resolver.answers.set(2, ok(['203.0.113.13']));
   const r = await controller.refresh();
   t.is(r.sync, 'delta');
-  t.is(r.elementsChanged, 16);  // 8 slots deleted, 8 re-added
+  t.is(r.elementsChanged, 20);  // 8 slots deleted, 8 re-added; the old address's 2 direct elements out, the new one's in
   t.deepEqual(r.changes, ['courier 2: 203.0.113.12 → 203.0.113.13']);
-  t.is(nft.scripts[1]!.split('\n').filter(Boolean).length, 2);
+  t.is(nft.scripts[1]!.split('\n').filter(Boolean).length, 4);
   t.notRegex(nft.scripts[1]!, /table inet apns_proxy \{/);
-  t.regex(nft.scripts[1]!, /^delete element inet apns_proxy couriers4 \{ 198\.18\.100\.2 \. 0, .*198\.18\.100\.2 \. 7 \}\nadd element/);
+  t.regex(nft.scripts[1]!, /^delete element inet apns_proxy couriers4 \{ 198\.18\.100\.2 \. 0, .*198\.18\.100\.2 \. 7 \}\n/);
+  t.regex(nft.scripts[1]!, /\ndelete element inet apns_proxy direct \{ 203\.0\.113\.12 \. tcp \. 443, 203\.0\.113\.12 \. tcp \. 5223 \}\n/);
+  t.regex(nft.scripts[1]!, /\nadd element inet apns_proxy direct \{ 203\.0\.113\.13 \. tcp \. 443, 203\.0\.113\.13 \. tcp \. 5223 \}\nadd element inet apns_proxy couriers4 /);
+  t.deepEqual([...nft.tables.get('apns_proxy')!.sets.get('direct')!].sort(),
+    ['203.0.113.10 . tcp . 443', '203.0.113.10 . tcp . 5223', '203.0.113.11 . tcp . 443', '203.0.113.11 . tcp . 5223', '203.0.113.13 . tcp . 443', '203.0.113.13 . tcp . 5223']);
   t.is(elements(nft)['198.18.100.2 . 3'], '203.0.113.13');
   t.true(logger.lines.includes('info: courier 2: 203.0.113.12 → 203.0.113.13'));
 });

@@ -1,5 +1,5 @@
 import test from 'ava';
-import { type DoctorProbes, type Finding, type Level, droppingForwardChains, formatFindings, runDoctor } from '../../src/ops/doctor.js';
+import { type DoctorProbes, type Finding, type Level, droppingDirectChains, droppingForwardChains, formatFindings, runDoctor } from '../../src/ops/doctor.js';
 import type { HostPort } from '../../src/core/net.js';
 import type { Resolution } from '../../src/dns/client/resolver.js';
 import { fail, ok, testConfig } from '../helpers/fixtures.js';
@@ -34,8 +34,9 @@ const find = (f: Finding[], check: string) => f.find((x) => x.check === check)!;
 
 test('a healthy router: every check ok', async (t) => {
   const f = await runDoctor(config, healthy(), { devices: 5000 });
-  t.deepEqual(levels(f), { nftables: 'ok', 'nft table': 'ok', 'vip prefix': 'ok', 'dns loop': 'ok', ip_forward: 'ok', conntrack: 'ok', 'policy routing': 'ok', 'fallback helper': 'ok', 'forward chain': 'ok', 'dns port': 'ok', 'upstream dns': 'ok' });
+  t.deepEqual(levels(f), { nftables: 'ok', 'nft table': 'ok', 'vip prefix': 'ok', 'dns loop': 'ok', ip_forward: 'ok', conntrack: 'ok', 'policy routing': 'ok', 'fallback helper': 'ok', 'forward chain': 'ok', direct: 'ok', 'dns port': 'ok', 'upstream dns': 'ok' });
   t.regex(formatFindings(f), /\nno problems\n$/);
+  t.regex(find(f, 'direct').message, /forwarded \(ct mark 0x20000000\) and no forward chain drops them; other new connections to allowedUpstreamNets on 5223 are reset$/);
 });
 
 test('nftables: a missing expression is named with the modules to load', async (t) => {
@@ -108,6 +109,30 @@ test('forward chains that drop DNATed flows are found; one with ct status dnat a
   const n = find(await runDoctor(config, p, { devices: 1 }), 'forward chain');
   t.is(n.level, 'fail');
   t.is(n.fix, 'nft insert rule inet filter forward ct status dnat accept');
+});
+
+test('direct: forward chains with policy drop must accept the direct mark; the fix says what to add', async (t) => {
+  const mark = (value: number, chain = 'forward', table = 'filter') => ({ rule: { family: 'inet', table, chain, expr: [
+    { match: { op: '==', left: { '&': [{ ct: { key: 'mark' } }, value] }, right: value } }, { accept: null }] } });
+  t.deepEqual(droppingDirectChains(DROPPING, 'apns_proxy', 0x20000000), ['inet filter forward', 'ip fw FORWARD'], 'ct status dnat accept is not enough');
+  const withMark = JSON.stringify({ nftables: [...(JSON.parse(DROPPING) as { nftables: unknown[] }).nftables, mark(0x20000000)] });
+  t.deepEqual(droppingDirectChains(withMark, 'apns_proxy', 0x20000000), ['ip fw FORWARD']);
+  t.deepEqual(droppingDirectChains(withMark, 'apns_proxy', 0x100), ['inet filter forward', 'ip fw FORWARD'], 'another mark is not ours');
+  const p = healthy();
+  p.nftRuleset = async () => DROPPING;
+  const n = find(await runDoctor(config, p, { devices: 1 }), 'direct');
+  t.is(n.level, 'fail');
+  t.regex(n.message, /no "ct mark & 0x20000000 == 0x20000000 accept": inet filter forward, ip fw FORWARD; devices that connect to a courier address directly will be dropped/);
+  t.is(n.fix, 'nft insert rule inet filter forward ct mark and 0x20000000 == 0x20000000 accept; nft insert rule ip fw FORWARD ct mark and 0x20000000 == 0x20000000 accept');
+  const off = find(await runDoctor(testConfig({ direct: { forward: false, reset5223: false } }), p, { devices: 1 }), 'direct');
+  t.is(off.level, 'ok', 'direct.forward off: nothing of ours to drop');
+  t.regex(off.message, /left to this router's own forwarding; nothing is reset/);
+  p.nftRuleset = async () => '{"nftables":[{"metainfo":{}}]}';
+  t.regex(find(await runDoctor(testConfig({ direct: { reset443: true } }), p, { devices: 1 }), 'direct').message, /on 5223 and 443 are reset$/);
+  p.nftCheck = async (script) => (script.includes('reject with tcp reset') ? 'Error: Could not process rule: No such file or directory' : null);
+  const nf = find(await runDoctor(config, p, { devices: 1 }), 'nftables');
+  t.is(nf.level, 'fail');
+  t.is(nf.fix, 'modprobe -a nft_ct nft_reject_inet  # or install a kernel with these nftables modules');
 });
 
 test('dns port: free, ours, taken by another program, permission, not local', async (t) => {

@@ -1,8 +1,10 @@
 import { writeFileSync } from 'node:fs';
 import test from 'ava';
-import { desiredElements, desiredMapping, desiredPorts } from '../../src/sync/mapping.js';
+import { desiredDirect, desiredElements, desiredMapping, desiredPorts } from '../../src/sync/mapping.js';
 import { elementsFromText } from '../../src/nft/elements.js';
-import { diffElements, renderDelta, renderFlush, renderFullSync, renderRuleset } from '../../src/nft/render.js';
+import { diffElements, renderDelta, renderFlush, renderFullSync, renderRuleset, upstreamNets } from '../../src/nft/render.js';
+import { parseCidr4 } from '../../src/core/net.js';
+import { FakeNft } from '../helpers/fake-nft.js';
 import { REPO, TEMPLATE, nx, ok, readRepoFile, testConfig, byCourier } from '../helpers/fixtures.js';
 
 // Small sets so the golden file stays readable: couriers 1..4, sandbox couriers 0..2 (N = 0 at
@@ -30,11 +32,11 @@ function goldenElements() {
 }
 
 // The golden file is the reviewed shape of what we send the kernel; regenerate with UPDATE_GOLDEN=1.
-test('full sync script matches the golden file: per-set ports as vipports elements, commented map elements', (t) => {
+test('full sync script matches the golden file: per-set ports as vipports elements, commented map elements, direct elements', (t) => {
   const config = GOLDEN_CONFIG;
   const { text } = renderRuleset(config, TEMPLATE);
   const snapshot = goldenSnapshot();
-  const script = renderFullSync(text, config.nft.table, desiredElements(snapshot), [], desiredPorts(config, snapshot));
+  const script = renderFullSync(text, config.nft.table, desiredElements(snapshot), [], desiredPorts(config, snapshot), desiredDirect(config, snapshot));
   if (process.env.UPDATE_GOLDEN) writeFileSync(new URL('test/golden/full-sync.nft', REPO), script);
   t.is(script, readRepoFile('test/golden/full-sync.nft'));
 });
@@ -56,7 +58,8 @@ test('nft.snat: source NAT to the shared address instead of masquerade (preceden
   const pair = renderRuleset(testConfig({ nft: { snat: '203.0.113.1' } }), TEMPLATE);
   t.regex(pair.text, /\n\t\tct status dnat ct original ip daddr @vips snat ip to 203\.0\.113\.1\n/);
   t.notRegex(pair.text, /masquerade/, 'snat takes precedence over nft.masquerade (true by default)');
-  t.regex(pair.text, /chain pair \{\n\t\ttype filter hook prerouting priority dstnat - 10; policy accept;\n\t\tip daddr @vips ct state invalid drop\n\t\tip daddr 203\.0\.113\.1 ct state invalid drop\n\t\}/);
+  t.regex(pair.text, /chain pair \{\n\t\ttype filter hook prerouting priority dstnat - 10; policy accept;\n\t\tip daddr @vips ct state invalid drop\n\t\tip daddr 203\.0\.113\.1 ct state invalid drop\n\t\tip daddr \. meta l4proto \. th dport @direct ct state invalid drop\n\t\}/);
+  t.regex(pair.text, /\n\t\tct mark & 0x20000000 == 0x20000000 snat ip to 203\.0\.113\.1\n/, 'direct flows: the shared address too');
   const both = renderRuleset(testConfig({ nft: { snat: '203.0.113.1', masquerade: false } }), TEMPLATE);
   t.is(both.text, pair.text.replace(pair.stamp, both.stamp));
   t.not(pair.stamp, renderRuleset(testConfig(), TEMPLATE).stamp);
@@ -69,7 +72,9 @@ test('the rules are static: ports, prefixes and names live in elements, so the s
   const b = renderRuleset(testConfig({ nameSets: { captive: { names: ['captive.apple.com'], tcp: [80, 443] }, bag: { enabled: false } } }), TEMPLATE);
   t.is(a.stamp, b.stamp);
   t.regex(a.text, /ip daddr \. meta l4proto \. th dport @vipports dnat ip to ip daddr \. numgen random mod 8 map @couriers4/);
-  t.notRegex(a.text, /198\.18\.7|dport \{|\b5223\b/);
+  t.notRegex(a.text, /198\.18\.7|dport \{/);
+  t.deepEqual(a.text.split('\n').filter((l) => /\b5223\b/.test(l)), ['\t\tct state new ip daddr @upstream tcp dport 5223 reject with tcp reset'],
+    'the one port in the rules: the direct reset (direct.reset5223)');
   t.notRegex(a.text, /\{\{|\}\}/, 'no placeholder left');
 });
 
@@ -94,7 +99,7 @@ test('a broken template is an error, not a silent bad ruleset', (t) => {
 test('diff: identical maps give no operations and an empty delta', (t) => {
   const el = goldenElements();
   const diff = diffElements(el, new Map(el));
-  t.deepEqual(diff, { remove: [], add: [], removePorts: [], addPorts: [], removeVips: [], addVips: [] });
+  t.deepEqual(diff, { remove: [], add: [], removePorts: [], addPorts: [], removeVips: [], addVips: [], removeDirect: [], addDirect: [] });
   t.is(renderDelta('apns_proxy', diff), '');
 });
 
@@ -133,4 +138,99 @@ test('table ownership: our stamped map says ours; a same-named table without it 
   const config = testConfig();
   await nft.apply(renderFullSync(renderRuleset(config, TEMPLATE).text, 'apns_proxy', new Map()));
   t.is(await nft.tableOwner('apns_proxy'), 'ours');
+});
+
+// Direct courier addresses (issue 12 point 4).
+test('direct: the forward chain accepts and marks mapped addresses on their ports, resets 5223 to allowedUpstreamNets; 443 only when asked', (t) => {
+  const def = renderRuleset(testConfig(), TEMPLATE).text;
+  const chain = (text: string) => /\n\tchain forward \{\n([\s\S]*?)\n\t\}/.exec(text)?.[1];
+  t.is(chain(def), [
+    '\t\ttype filter hook forward priority filter - 5; policy accept;',
+    '\t\tct status dnat accept',
+    '\t\tct state new ip daddr . meta l4proto . th dport @direct ct mark set ct mark | 0x20000000 accept',
+    '\t\tct state new ip daddr @upstream tcp dport 5223 reject with tcp reset',
+  ].join('\n'));
+  t.regex(def, /\n\tset direct \{\n\t\ttypeof ip daddr \. meta l4proto \. th dport\n\t\}\n/);
+  t.regex(def, /\n\tset upstream \{\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = \{ 203\.0\.113\.0\/24 \}\n\t\}\n/);
+  t.regex(def, /\n\t\tct status dnat ct original ip daddr @vips masquerade\n\t\tct mark & 0x20000000 == 0x20000000 masquerade\n/);
+  t.notRegex(def, /dport 443 reject/, '443 is not reset by default');
+  t.notRegex(def, /\bdrop\b/, 'a single router drops nothing');
+
+  const on443 = renderRuleset(testConfig({ direct: { reset443: true } }), TEMPLATE);
+  t.regex(on443.text, /\n\t\tct state new ip daddr @upstream tcp dport 5223 reject with tcp reset\n\t\tct state new ip daddr @upstream tcp dport 443 reject with tcp reset\n\t\}/);
+  t.not(on443.stamp, renderRuleset(testConfig(), TEMPLATE).stamp, 'a rule change is a new stamp (full sync)');
+
+  const quiet = renderRuleset(testConfig({ direct: { forward: false, reset5223: false } }), TEMPLATE).text;
+  t.is(chain(quiet), [
+    '\t\ttype filter hook forward priority filter - 5; policy accept;',
+    '\t\tct status dnat accept',
+    '\t\tct state new ip daddr . meta l4proto . th dport @direct accept',
+  ].join('\n'), 'forward off: mapped addresses are left alone (never reset), not marked');
+  t.notRegex(quiet, /ct mark|reject/);
+
+  const marked = renderRuleset(testConfig({ direct: { mark: 0x100 } }), TEMPLATE).text;
+  t.regex(marked, /ct mark set ct mark \| 0x100 accept/);
+  t.regex(marked, /ct mark & 0x100 == 0x100 masquerade/);
+  const noMasq = renderRuleset(testConfig({ nft: { masquerade: false } }), TEMPLATE).text;
+  t.notRegex(noMasq, /masquerade|postrouting/, 'nft.masquerade off: direct flows are not source-NATed either');
+  t.regex(noMasq, /@direct ct mark set/);
+});
+
+test('direct: allowedUpstreamNets become the upstream interval set, each once, none inside another', (t) => {
+  const nets = (xs: string[]) => upstreamNets(xs.map((x) => parseCidr4(x) as Exclude<ReturnType<typeof parseCidr4>, string>));
+  t.deepEqual(nets(['17.0.0.0/8']), ['17.0.0.0/8']);
+  t.deepEqual(nets(['203.0.113.0/24', '17.1.0.0/16', '17.0.0.0/8', '17.0.0.0/8', '198.51.100.0/24']), ['17.0.0.0/8', '198.51.100.0/24', '203.0.113.0/24']);
+  const text = renderRuleset(testConfig({ allowedUpstreamNets: ['17.0.0.0/8', '17.128.0.0/9', '203.0.113.0/24'] }), TEMPLATE).text;
+  t.regex(text, /elements = \{ 17\.0\.0\.0\/8, 203\.0\.113\.0\/24 \}/);
+});
+
+test('direct elements: every programmed address with its set\'s ports, once; none for an absent name', (t) => {
+  const snapshot = goldenSnapshot();
+  const direct = desiredDirect(GOLDEN_CONFIG, snapshot).map((d) => `${d.address} . ${d.proto} . ${d.port}`);
+  t.deepEqual(direct, [
+    '203.0.113.10 . tcp . 443', '203.0.113.10 . tcp . 5223', '203.0.113.11 . tcp . 443', '203.0.113.11 . tcp . 5223',
+    '203.0.113.12 . tcp . 443', '203.0.113.12 . tcp . 5223', '203.0.113.13 . tcp . 443', '203.0.113.13 . tcp . 5223',
+    '203.0.113.14 . tcp . 443', '203.0.113.14 . tcp . 5223', '203.0.113.15 . tcp . 443', '203.0.113.15 . tcp . 5223',
+    '203.0.113.16 . tcp . 443', '203.0.113.16 . tcp . 5223',  // sandbox courier 0
+    '203.0.113.17 . tcp . 80', '203.0.113.17 . tcp . 443',    // init.push.apple.com: the bag's ports
+    '203.0.113.18 . udp . 123',                               // time.apple.com: UDP only
+  ]);
+  // two names on one address, one port in common: one element per address . protocol . port
+  const shared = desiredMapping({ config: GOLDEN_CONFIG, previous: new Map(), results: new Map([
+    ['1-courier.push.apple.com', ok(['203.0.113.10'])], ['0-courier.sandbox.push.apple.com', ok(['203.0.113.10'])], ['init.push.apple.com', ok(['203.0.113.10'])],
+  ]), now: 0 }).snapshot;
+  t.deepEqual(desiredDirect(GOLDEN_CONFIG, shared).map((d) => `${d.address} . ${d.proto} . ${d.port}`),
+    ['203.0.113.10 . tcp . 80', '203.0.113.10 . tcp . 443', '203.0.113.10 . tcp . 5223']);
+});
+
+test('direct elements in a delta: an address leaves the set with the last name that maps to it, in the same transaction as the map', async (t) => {
+  const before = desiredMapping({ config: GOLDEN_CONFIG, previous: new Map(), results: byCourier([[1, ok(['203.0.113.10', '203.0.113.11'])], [2, ok(['203.0.113.11'])]]), now: 0 }).snapshot;
+  const after = desiredMapping({ config: GOLDEN_CONFIG, previous: before.names, results: byCourier([[1, ok(['203.0.113.10'])], [2, ok(['203.0.113.12'])]]), now: 1 }).snapshot;
+  const diff = diffElements(desiredElements(before), desiredElements(after), desiredPorts(GOLDEN_CONFIG, before), desiredPorts(GOLDEN_CONFIG, after),
+    desiredDirect(GOLDEN_CONFIG, before), desiredDirect(GOLDEN_CONFIG, after));
+  const delta = renderDelta('apns_proxy', diff);
+  const lines = delta.trimEnd().split('\n');
+  t.is(lines[0]!.slice(0, 47), 'delete element inet apns_proxy couriers4 { 198.');
+  t.deepEqual(lines.slice(1, 3), [
+    'delete element inet apns_proxy direct { 203.0.113.11 . tcp . 443, 203.0.113.11 . tcp . 5223 }',
+    'add element inet apns_proxy direct { 203.0.113.12 . tcp . 443, 203.0.113.12 . tcp . 5223 }',
+  ]);
+  t.regex(lines[3]!, /^add element inet apns_proxy couriers4 /);
+  t.is(lines.length, 4);
+  // FakeNft applies it over the full sync of `before` and holds exactly `after`'s direct elements
+  const nft = new FakeNft();
+  const { text } = renderRuleset(GOLDEN_CONFIG, TEMPLATE);
+  await nft.apply(renderFullSync(text, 'apns_proxy', desiredElements(before), [], desiredPorts(GOLDEN_CONFIG, before), desiredDirect(GOLDEN_CONFIG, before)));
+  await nft.apply(delta);
+  t.deepEqual((await nft.readDirect('apns_proxy'))!.map((d) => `${d.address} . ${d.proto} . ${d.port}`).sort(),
+    desiredDirect(GOLDEN_CONFIG, after).map((d) => `${d.address} . ${d.proto} . ${d.port}`).sort());
+  await t.throwsAsync(nft.apply('delete element inet apns_proxy direct { 203.0.113.99 . tcp . 5223 }\n'), { message: /No such file or directory/ }, 'like the kernel: deleting a missing element fails');
+});
+
+test('config: the direct section\'s defaults and checks', (t) => {
+  t.deepEqual(testConfig().direct, { forward: true, reset5223: true, reset443: false, mark: 0x20000000 });
+  t.deepEqual(testConfig({ direct: { reset443: true } }).direct, { forward: true, reset5223: true, reset443: true, mark: 0x20000000 });
+  t.throws(() => testConfig({ direct: { reset443: 'yes' } }), { message: /direct\.reset443.*true or false/ });
+  t.throws(() => testConfig({ direct: { mark: 0 } }), { message: /direct\.mark.*1\.\.4294967295/ });
+  t.throws(() => testConfig({ direct: { dropOthers: true } }), { message: /direct.*unknown key/ });
 });
