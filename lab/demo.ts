@@ -435,7 +435,7 @@ async function showMapComments(ctx: Ctx, names: string[]): Promise<string> {
 
 async function nameSetSteps(ctx: Ctx): Promise<void> {
   const { lab, n } = ctx;
-  n.title('5. Every name APNs needs: name sets (MDM server, the bag, courier 0, sandbox)');
+  n.title('5. Every name APNs needs: name sets (MDM server, the bag, courier 0, sandbox, direct addresses)');
   n.say('Devices and MDM servers need more than N-courier.push.apple.com: the bag (init*.push.apple.com),');
   n.say('the provider API (api*.push.apple.com), sandbox couriers, courier 0. Name sets give each of those');
   n.say(`names its own VIP: numbered sets N → PREFIX.N (0 → .254), exact names a stable VIP from ${POOL}.0/24.`);
@@ -504,6 +504,23 @@ async function nameSetSteps(ctx: Ctx): Promise<void> {
   n.expect(defaultSandboxAddresses(SANDBOX_COURIER).map((a) => `${a}:5223`).includes(cs.server ?? '') && cs.carrier === 'kernel', `sandbox courier ${SANDBOX_COURIER} answered from its own server via the kernel`, JSON.stringify(cs));
   const d201 = await dig(ctx, '201-courier.sandbox.push.apple.com');
   n.expect(d201.status === 'NXDOMAIN', '201-courier.sandbox.push.apple.com (outside the set\'s 0..200) is NXDOMAIN, answered by the router', d201.raw);
+
+  n.title('5e. A device that connects to an Apple address directly (a cached courier address)');
+  n.say('Some devices reconnect to an address they cached, without DNS. An address a name maps right now is');
+  n.say('forwarded like a VIP connection; any other Apple address on 5223 gets a TCP reset at once, so the');
+  n.say('device asks DNS again instead of waiting for a timeout (443 only with direct.reset443).');
+  const map5 = await mapElements(ctx);
+  const live = mappedAddresses(map5, 5)[0] ?? '';
+  const allMapped = new Set((map5 ?? new Map<string, string>()).values());
+  const dead = '203.0.113.49';
+  const liveConn = await connectVip(ctx, live, 5223);
+  n.expect(liveConn.server === `${live}:5223`, `a direct connection to courier 5's address ${live} reaches its server`, JSON.stringify(liveConn));
+  n.expect(!allMapped.has(dead), `${dead} is an Apple address (inside allowedUpstreamNets) that no name maps now`);
+  const t0 = Date.now();
+  const deadConn = await connectVip(ctx, dead, 5223);
+  const ms = Date.now() - t0;
+  n.expect(!deadConn.server && deadConn.error === 'ECONNREFUSED', `a direct connection to ${dead}:5223 is reset at once (TCP reset: ECONNREFUSED, in ${ms} ms with the probe's start)`, JSON.stringify(deadConn));
+
   n.say('');
   n.say('Every element of the map carries its name as a comment, and a counter of new connections:');
   const hits = await showMapComments(ctx, ['api.push.apple.com', 'init-p01st.push.apple.com', '0-courier.push.apple.com', `${SANDBOX_COURIER}-courier.sandbox.push.apple.com`]);
