@@ -72,20 +72,23 @@ export function featureScript(chain: string, elements = false): string {
 interface NftChainJson { chain?: { family: string; table: string; name: string; hook?: string; policy?: string } }
 interface NftRuleJson { rule?: { family: string; table: string; chain: string; expr?: unknown[] } }
 
-/** Chains hooked at forward with policy drop, in tables other than ours, lacking a `ct status dnat` accept. */
-export function droppingForwardChains(rulesetJson: string, ourTable: string): string[] {
+/** Chains hooked at forward with policy drop, in tables other than ours, with no rule `accepts` approves. */
+function droppingForwardChainsWithout(rulesetJson: string, ourTable: string, accepts: (exprJson: string) => boolean): string[] {
   const items = (JSON.parse(rulesetJson || '{"nftables":[]}') as { nftables?: (NftChainJson & NftRuleJson)[] }).nftables ?? [];
   const out: string[] = [];
   for (const { chain } of items) {
     if (!chain || chain.hook !== 'forward' || chain.policy !== 'drop' || chain.table === ourTable) continue;
-    const accepts = items.some(({ rule }) => {
-      if (!rule || rule.family !== chain.family || rule.table !== chain.table || rule.chain !== chain.name) return false;
-      const text = JSON.stringify(rule.expr ?? []);
-      return /"ct":\{"key":"status"\}/.test(text) && /"dnat"/.test(text) && /"accept":null/.test(text);
-    });
-    if (!accepts) out.push(`${chain.family} ${chain.table} ${chain.name}`);
+    const accepted = items.some(({ rule }) => rule !== undefined && rule.family === chain.family && rule.table === chain.table &&
+      rule.chain === chain.name && accepts(JSON.stringify(rule.expr ?? [])));
+    if (!accepted) out.push(`${chain.family} ${chain.table} ${chain.name}`);
   }
   return out;
+}
+
+/** Chains hooked at forward with policy drop, in tables other than ours, lacking a `ct status dnat` accept. */
+export function droppingForwardChains(rulesetJson: string, ourTable: string): string[] {
+  return droppingForwardChainsWithout(rulesetJson, ourTable,
+    (text) => /"ct":\{"key":"status"\}/.test(text) && /"dnat"/.test(text) && /"accept":null/.test(text));
 }
 
 /**
@@ -94,18 +97,8 @@ export function droppingForwardChains(rulesetJson: string, ourTable: string): st
  * the direct connections our forward chain accepted and marked.
  */
 export function droppingDirectChains(rulesetJson: string, ourTable: string, mark: number): string[] {
-  const items = (JSON.parse(rulesetJson || '{"nftables":[]}') as { nftables?: (NftChainJson & NftRuleJson)[] }).nftables ?? [];
-  const out: string[] = [];
-  for (const { chain } of items) {
-    if (!chain || chain.hook !== 'forward' || chain.policy !== 'drop' || chain.table === ourTable) continue;
-    const accepts = items.some(({ rule }) => {
-      if (!rule || rule.family !== chain.family || rule.table !== chain.table || rule.chain !== chain.name) return false;
-      const text = JSON.stringify(rule.expr ?? []);
-      return /"ct":\{"key":"mark"\}/.test(text) && new RegExp(`[\\[,:]${mark}[\\],}]`).test(text) && /"accept":null/.test(text);
-    });
-    if (!accepts) out.push(`${chain.family} ${chain.table} ${chain.name}`);
-  }
-  return out;
+  return droppingForwardChainsWithout(rulesetJson, ourTable,
+    (text) => /"ct":\{"key":"mark"\}/.test(text) && new RegExp(`[\\[,:]${mark}[\\],}]`).test(text) && /"accept":null/.test(text));
 }
 
 export async function runDoctor(config: Config, p: DoctorProbes, opts: DoctorOptions): Promise<Finding[]> {
