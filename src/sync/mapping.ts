@@ -168,17 +168,20 @@ export function desiredElements(snapshot: Snapshot): ElementMap {
   return elementMap(elements);
 }
 
+/** Each name of the snapshot with its set's ports (TCP, then UDP); names of a set no longer configured are skipped. */
+function* namePorts(config: Pick<Config, 'sets'>, snapshot: Snapshot): Generator<{ view: NameView; proto: 'tcp' | 'udp'; port: number }> {
+  const bySet = new Map(config.sets.map((s) => [s.id, s]));
+  for (const view of snapshot.names.values()) {
+    const s = bySet.get(view.set);
+    if (!s) continue;
+    for (const port of s.tcp) yield { view, proto: 'tcp', port };
+    for (const port of s.udp) yield { view, proto: 'udp', port };
+  }
+}
+
 /** The vipports elements: every name's VIP with its set's TCP and UDP ports (whether mapped yet or not: misses go to the fallback). */
 export function desiredPorts(config: Pick<Config, 'sets'>, snapshot: Snapshot): PortElement[] {
-  const bySet = new Map(config.sets.map((s) => [s.id, s]));
-  const out: PortElement[] = [];
-  for (const c of snapshot.names.values()) {
-    const s = bySet.get(c.set);
-    if (!s) continue;
-    for (const port of s.tcp) out.push({ vip: c.vip, proto: 'tcp', port });
-    for (const port of s.udp) out.push({ vip: c.vip, proto: 'udp', port });
-  }
-  return out;
+  return [...namePorts(config, snapshot)].map(({ view, proto, port }) => ({ vip: view.vip, proto, port }));
 }
 
 /**
@@ -186,15 +189,9 @@ export function desiredPorts(config: Pick<Config, 'sets'>, snapshot: Snapshot): 
  * and UDP ports (once each, sorted). Exactly the couriers4 addresses: none while a name is absent.
  */
 export function desiredDirect(config: Pick<Config, 'sets'>, snapshot: Snapshot): DirectElement[] {
-  const bySet = new Map(config.sets.map((s) => [s.id, s]));
   const out: DirectElement[] = [];
-  for (const c of snapshot.names.values()) {
-    const s = bySet.get(c.set);
-    if (!s) continue;
-    for (const address of c.programmed) {
-      for (const port of s.tcp) out.push({ address, proto: 'tcp', port });
-      for (const port of s.udp) out.push({ address, proto: 'udp', port });
-    }
+  for (const { view, proto, port } of namePorts(config, snapshot)) {
+    for (const address of view.programmed) out.push({ address, proto, port });
   }
   return sortedDirect(out);
 }
