@@ -1,20 +1,16 @@
 // /metrics and /healthz of a real daemon in the lab's router namespace, after a refresh, DNS
 // queries and fallback connections.
 import { join } from 'node:path';
+import { startMetricsDaemon } from '../helpers/metrics-daemon.js';
 import anyTest, { type TestFn } from 'ava';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../../lab/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; daemon: LabProcess }>;
 const CLI = distPath('src/cli.js');
 
 test.before(async (t) => {
   const lab = await createLab();
-  const config = await writeLabConfig(lab, {
-    resolver: { timeoutMs: 300 }, dns: { listen: ['192.0.2.1:53'], allowClients: ['192.0.2.0/24'] },
-    metrics: { listen: ['127.0.0.1:9523'] }, refresh: { schedule: '0 0 1 1 *' },
-  });
-  const daemon = lab.spawn(lab.ns.router, nodeBin(), [CLI, 'run', '--config', config]);
-  await daemon.waitForLine(/refresh: 50 fresh, 0 stale, 10 absent/, 15_000);
+  const { daemon } = await startMetricsDaemon(lab);
   t.context = { lab, daemon };
 });
 

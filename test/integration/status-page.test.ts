@@ -6,8 +6,9 @@
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { startMetricsDaemon } from '../helpers/metrics-daemon.js';
 import anyTest, { type TestFn } from 'ava';
-import { type Lab, type LabProcess, createLab, distPath, nodeBin, repoRoot, writeLabConfig } from '../../lab/lab.js';
+import { type Lab, type LabProcess, createLab, distPath, nodeBin, repoRoot } from '../../lab/lab.js';
 
 const test = anyTest as TestFn<{ lab: Lab; daemon: LabProcess; config: string }>;
 const CLI = distPath('src/cli.js');
@@ -16,12 +17,7 @@ const ARTIFACTS = path.join(repoRoot(), 'test-artifacts');
 
 test.before(async (t) => {
   const lab = await createLab();
-  const config = await writeLabConfig(lab, {
-    resolver: { timeoutMs: 300 }, dns: { listen: ['192.0.2.1:53'], allowClients: ['192.0.2.0/24'] },
-    metrics: { listen: ['127.0.0.1:9523'] }, refresh: { schedule: '0 0 1 1 *' },
-  });
-  const daemon = lab.spawn(lab.ns.router, nodeBin(), [CLI, 'run', '--config', config]);
-  await daemon.waitForLine(/refresh: 50 fresh, 0 stale, 10 absent/, 15_000);
+  const { config, daemon } = await startMetricsDaemon(lab);
   t.context = { lab, daemon, config };
 });
 
