@@ -19,10 +19,10 @@
 import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { type Lab, createLab } from './lib/lab.js';
+import { ADDR, type Lab, createLab } from './lib/lab.js';
 import { type Bg, sleep } from './lib/proc.js';
 import { median, table } from './lib/report.js';
-import { type ApnsConfig, apnsConfig, cli, scenario } from './lib/router.js';
+import { type ApnsConfig, allSetsScenario, cli } from './lib/router.js';
 
 const COURIERS = 200;
 const SILENT = '203.0.113.99';
@@ -79,8 +79,23 @@ if (mode === 'first') {
 }
 `;
 
-function localZone(): { name: string; vip: string }[] {
-  return Array.from({ length: COURIERS }, (_, i) => ({ name: `${i + 1}-courier.push.apple.com`, vip: `198.18.100.${i + 1}` }));
+/** name → VIP of every row `status --json` lists (the arrays of rows with a vip, one per name set). */
+function zoneOf(statusJson: string): { name: string; vip: string }[] {
+  const doc = JSON.parse(statusJson) as Record<string, unknown>;
+  return Object.values(doc).filter(Array.isArray).flat()
+    .filter((row): row is { name: string; vip: string } => typeof row?.name === 'string' && typeof row?.vip === 'string');
+}
+
+/** Every default name set on the bench lab's prefixes (198.18.101.1 is HAProxy's in this lab: sandbox on .104). */
+function allSetsConfig(lab: Lab, name: string): ApnsConfig {
+  const stateDir = path.join(lab.dir, `state-${name}`);
+  const file = path.join(lab.dir, `apns-${name}.json`);
+  writeFileSync(file, JSON.stringify({
+    vipPrefix: ADDR.vipPrefix, couriers: { first: 0, last: 200 }, nameSets: { sandbox: { vipPrefix: '198.18.104.0/24' } },
+    vipPool: '198.18.102.0/24', upstreamDns: [ADDR.dns], allowedUpstreamNets: ['203.0.113.0/24'], resolver: { timeoutMs: 1000 },
+    dns: { listen: [] }, refresh: { schedule: '0 0 1 1 *' }, stateDir, log: { level: 'info' },
+  }, null, 1));
+  return { path: file, stateDir };
 }
 
 async function main(): Promise<number> {
@@ -95,12 +110,14 @@ async function main(): Promise<number> {
   const samples: Sample[] = [];
   let versions = '';
   try {
-    // --- the state file: one daemon with a live upstream resolves couriers 1..200, then stops
-    await lab.setScenario(scenario(COURIERS));
-    const seed = apnsConfig(lab, 'seed', COURIERS);
+    // --- the state file: one daemon with a live upstream resolves every default name set, then stops
+    await lab.setScenario(allSetsScenario());
+    const seed = allSetsConfig(lab, 'seed');
     const seedCfg = JSON.parse(readFileSync(seed.path, 'utf8')) as Record<string, unknown>;
     const r = await cli(lab, seed, ['refresh'], 120000);
-    if (!/200 fresh/.test(r.stdout)) throw new Error(`seed refresh: ${r.stdout} ${r.stderr}`);
+    if (!/\d+ fresh/.test(r.stdout)) throw new Error(`seed refresh: ${r.stdout} ${r.stderr}`);
+    const zone = zoneOf((await cli(lab, seed, ['status', '--json'])).stdout);
+    if (zone.length < 400) throw new Error(`seed: ${zone.length} names in status --json, expected every default set (>= 400)`);
     await cli(lab, seed, ['flush']);
     const stateSeed = path.join(lab.dir, 'state-seed-copy');
     cpSync(seed.stateDir, stateSeed, { recursive: true });
@@ -113,7 +130,6 @@ async function main(): Promise<number> {
     }, null, 1));
     const prober = path.join(lab.dir, 'prober.mjs');
     writeFileSync(prober, PROBER);
-    const zone = localZone();
     writeFileSync(path.join(lab.dir, 'unbound.conf'), [
       'server:', `  interface: ${LISTEN}`, '  port: 53', '  access-control: 192.0.2.0/24 allow', '  username: ""', '  chroot: ""',
       `  directory: "${lab.dir}"`, '  pidfile: ""', '  use-syslog: no', '  logfile: ""', '  num-threads: 1', '  do-ip6: no',
@@ -221,8 +237,8 @@ async function main(): Promise<number> {
       '## Footprint',
       '',
       `Measured ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`${cmd}\` (as root, after \`npm run build\`; ${runs} interleaved round(s), settle ${settle} s; ${versions}).`,
-      `Each contender alone in the router namespace on ${LISTEN}:53; apns-proxy with default settings (fallback on, DNS on), a state file of couriers 1..${COURIERS}`,
-      `(today's default name set: the name sets will add names) and upstream DNS silent (${SILENT}, nobody there). Idle RSS: VmRSS, median of 5 samples`,
+      `Each contender alone in the router namespace on ${LISTEN}:53; apns-proxy with default settings (fallback on, DNS on), a state file of every default name set (couriers 0..200, sandbox couriers 0..200, the bag and provider hosts)`,
+      `(every default name set) and upstream DNS silent (${SILENT}, nobody there). Idle RSS: VmRSS, median of 5 samples`,
       '1 s apart after settling, median over rounds (every round listed). First answer: spawn to the first NOERROR answer for 1-courier.push.apple.com,',
       'asked every 5 ms from the client namespace. q/s: 32 queries in flight for the 200 names, native UDP fast path on (the default) and off (every answer in JavaScript);',
       'the prober is one node process, and q/s is bounded by it: the columns price a flag\'s JavaScript cost, not the server\'s capacity (bench/dns measures that).',

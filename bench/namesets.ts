@@ -8,21 +8,9 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ADDR, type Lab, type Scenario, createLab } from './lib/lab.js';
-import { type ApnsConfig, cli, courierAddresses } from './lib/router.js';
+import { ADDR, type Lab, createLab } from './lib/lab.js';
+import { type ApnsConfig, allSetsScenario, cli } from './lib/router.js';
 import { sleep } from './lib/proc.js';
-
-const HOSTS = ['init.push.apple.com', 'init-p01st.push.apple.com', 'init.sandbox.push.apple.com', 'api.push.apple.com', 'api.sandbox.push.apple.com', 'api.development.push.apple.com'];
-
-/** Couriers 1..200 through the fake's CNAME chains; sandbox couriers 0..200 and the hosts as A records (8 each). */
-function scenarioAt(offset: number): Scenario & { records: Record<string, string[]> } {
-  const addresses: Record<string, string[]> = {};
-  for (let n = 1; n <= 200; n++) addresses[String(n)] = courierAddresses(n, offset);
-  const records: Record<string, string[]> = {};
-  for (let n = 0; n <= 200; n++) records[`${n}-courier.sandbox.push.apple.com`] = courierAddresses(n + 7, offset);
-  HOSTS.forEach((h, i) => { records[h] = courierAddresses(i + 3, offset); });
-  return { live: 200, addresses, ttl: 60, records };
-}
 
 function config(lab: Lab, name: string, allSets: boolean): ApnsConfig {
   const stateDir = path.join(lab.dir, `state-${name}`);
@@ -57,7 +45,7 @@ async function measure(lab: Lab, name: string, allSets: boolean, runs: number, l
   const delta: Run[] = [];
   let size = { bytes: 0, map: 0, ports: 0, vips: 0 };
   for (let round = 1; round <= runs; round++) {
-    await lab.setScenario(scenarioAt(0));
+    await lab.setScenario(allSetsScenario(0));
     await cli(lab, cfg, ['flush']);
     cold.push(await refresh(lab, cfg));
     const script = (await cli(lab, cfg, ['render'])).stdout;
@@ -70,7 +58,7 @@ async function measure(lab: Lab, name: string, allSets: boolean, runs: number, l
     await sleep(500);
     monitorLines.push(mon.lines(mark).length);
     await mon.stop(2000);
-    await lab.setScenario(scenarioAt(round));
+    await lab.setScenario(allSetsScenario(round));
     delta.push(await refresh(lab, cfg));
     log(`  ${name} round ${round}: cold ${cold.at(-1)!.sync} ${cold.at(-1)!.wallMs} ms (resolve ${cold.at(-1)!.resolveMs}, nft ${cold.at(-1)!.nftMs}); no change: ${same.at(-1)!.sync}, nft monitor lines ${monitorLines.at(-1)}; all changed: ${delta.at(-1)!.sync} ${delta.at(-1)!.elements} elements, nft ${delta.at(-1)!.nftMs} ms`);
   }

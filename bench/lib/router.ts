@@ -23,6 +23,17 @@ export function scenario(live: number, offset = 0): Scenario {
   return { live, addresses, ttl: 60 };
 }
 
+/** The default name sets' hosts beside the couriers (bag, provider API). */
+export const DEFAULT_HOSTS = ['init.push.apple.com', 'init-p01st.push.apple.com', 'init.sandbox.push.apple.com', 'api.push.apple.com', 'api.sandbox.push.apple.com', 'api.development.push.apple.com'];
+
+/** Every default set: couriers 1..200 through the fake's CNAME chains; sandbox couriers 0..200 and the hosts as A records (8 each). */
+export function allSetsScenario(offset = 0): Scenario & { records: Record<string, string[]> } {
+  const records: Record<string, string[]> = {};
+  for (let n = 0; n <= 200; n++) records[`${n}-courier.sandbox.push.apple.com`] = courierAddresses(n + 7, offset);
+  DEFAULT_HOSTS.forEach((h, i) => { records[h] = courierAddresses(i + 3, offset); });
+  return { ...scenario(200, offset), records };
+}
+
 export interface ApnsConfig {
   readonly path: string;
   readonly stateDir: string;
