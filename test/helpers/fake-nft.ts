@@ -93,6 +93,10 @@ export class FakeNft implements NftRunner {
   }
 
   async readMap(table: string): Promise<LiveMap | null> {
+    return this.liveMap(table);
+  }
+
+  private liveMap(table: string): LiveMap | null {
     const t = this.tables.get(table);
     if (!t) return null;
     const elements = elementsFromText(t.elements);
@@ -114,7 +118,7 @@ export class FakeNft implements NftRunner {
     const list = (name: string) => { const set = t.sets.get(name); return set ? [...set] : null; };
     return {
       handle: t.handle,
-      map: await this.readMap(table),
+      map: this.liveMap(table),
       ports: triples('vipports')?.map(([vip, proto, port]) => ({ vip, proto, port: Number(port) })) ?? null,
       vips: list('vips'),
       direct: triples('direct')?.map(([address, proto, port]) => ({ address, proto, port: Number(port) })) ?? null,
