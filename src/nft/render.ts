@@ -13,6 +13,8 @@ export const PORTS_SET = 'vipports';
 export const VIPS_SET = 'vips';
 /** Upstream address . protocol . port of every programmed address of every name (direct connections). */
 export const DIRECT_SET = 'direct';
+/** allowedUpstreamNets (an interval set written with the rules, not as elements). */
+export const UPSTREAM_SET = 'upstream';
 
 /** Every stamp renderRuleset writes starts with this: the mark that says a table is ours. */
 export const STAMP_PREFIX = 'apns-proxy ';

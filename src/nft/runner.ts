@@ -1,7 +1,7 @@
 // The one place that talks to nft: scripts go in on stdin (`nft -f -`, one atomic transaction).
 import { ApnsProxyError } from '../core/errors.js';
 import { type DirectElement, type ElementMap, type MapElement, type PortElement, elementMap } from './elements.js';
-import { DIRECT_SET, MAP_NAME, PORTS_SET, STAMP_PREFIX } from './render.js';
+import { DIRECT_SET, MAP_NAME, PORTS_SET, STAMP_PREFIX, UPSTREAM_SET, VIPS_SET } from './render.js';
 
 /** What is in the kernel for our table: null when the table or map does not exist. */
 export interface LiveMap {
@@ -9,15 +9,26 @@ export interface LiveMap {
   readonly elements: ElementMap;
 }
 
+/**
+ * Our whole table as one `nft -j list table` shows it: its handle, the map and every set whose
+ * elements we write. A part is null when the table has no such map or set.
+ */
+export interface LiveTable {
+  readonly handle: number | null;
+  readonly map: LiveMap | null;
+  readonly ports: readonly PortElement[] | null;     // vipports
+  readonly vips: readonly string[] | null;
+  readonly direct: readonly DirectElement[] | null;
+  readonly upstream: readonly string[] | null;       // as nft spells them: "a.b.c.d", "a.b.c.d/len" or "a-b"
+}
+
 export interface NftRunner {
   /** Applies a script as one transaction; throws ApnsProxyError E_NFT and changes nothing on failure. */
   apply(script: string): Promise<void>;
-  /** Reads our map back from the kernel. */
+  /** Reads our map back from the kernel (`nft -j list map`: the map alone, for status and counters). */
   readMap(table: string): Promise<LiveMap | null>;
-  /** Reads the vipports set back (null when absent). */
-  readPorts(table: string): Promise<PortElement[] | null>;
-  /** Reads the direct set back (null when absent). */
-  readDirect(table: string): Promise<DirectElement[] | null>;
+  /** Reads our whole table back in one listing (null when the table does not exist): the drift check. */
+  readTable(table: string): Promise<LiveTable | null>;
   /** The kernel's handle for our table (new on every re-creation), null when it does not exist. */
   tableHandle(table: string): Promise<number | null>;
   /**
@@ -40,6 +51,13 @@ export function createNftRunner(exec: Exec, nftPath = 'nft'): NftRunner {
     if (r.code === 'ENOENT') throw new ApnsProxyError('E_NFT', `cannot run ${nftPath}: not installed (apt-get install nftables)`);
     return r;
   };
+  /** `nft -j list ARGS`: the JSON text, or null when the object does not exist. */
+  const list = async (args: string[]): Promise<string | null> => {
+    const r = await run(['-j', 'list', ...args]);
+    if (!r.failed) return r.stdout;
+    if (/No such file or directory/.test(r.stderr)) return null;
+    throw new ApnsProxyError('E_NFT', `nft list ${args.join(' ')} failed: ${r.stderr.trim()}`);
+  };
   return {
     async apply(script) {
       const r = await run(['-f', '-'], script);
@@ -49,36 +67,16 @@ export function createNftRunner(exec: Exec, nftPath = 'nft'): NftRunner {
       }
     },
     async readMap(table) {
-      const r = await run(['-j', 'list', 'map', 'inet', table, MAP_NAME]);
-      if (r.failed) {
-        if (/No such file or directory/.test(r.stderr)) return null;
-        throw new ApnsProxyError('E_NFT', `nft list map inet ${table} ${MAP_NAME} failed: ${r.stderr.trim()}`);
-      }
-      return parseMapJson(r.stdout);
+      const text = await list(['map', 'inet', table, MAP_NAME]);
+      return text === null ? null : parseMapJson(text);
     },
-    async readPorts(table) {
-      const r = await run(['-j', 'list', 'set', 'inet', table, PORTS_SET]);
-      if (r.failed) {
-        if (/No such file or directory/.test(r.stderr)) return null;
-        throw new ApnsProxyError('E_NFT', `nft list set inet ${table} ${PORTS_SET} failed: ${r.stderr.trim()}`);
-      }
-      return parsePortsJson(r.stdout);
-    },
-    async readDirect(table) {
-      const r = await run(['-j', 'list', 'set', 'inet', table, DIRECT_SET]);
-      if (r.failed) {
-        if (/No such file or directory/.test(r.stderr)) return null;
-        throw new ApnsProxyError('E_NFT', `nft list set inet ${table} ${DIRECT_SET} failed: ${r.stderr.trim()}`);
-      }
-      return parsePortsJson(r.stdout).map((p) => ({ address: p.vip, proto: p.proto, port: p.port }));
+    async readTable(table) {
+      const text = await list(['table', 'inet', table]);
+      return text === null ? null : parseTableJson(text, table);
     },
     async tableOwner(table) {
-      const r = await run(['-j', 'list', 'table', 'inet', table]);
-      if (r.failed) {
-        if (/No such file or directory/.test(r.stderr)) return 'absent';
-        throw new ApnsProxyError('E_NFT', `nft list table inet ${table} failed: ${r.stderr.trim()}`);
-      }
-      return parseTableOwner(r.stdout, table);
+      const text = await list(['table', 'inet', table]);
+      return text === null ? 'absent' : parseTableOwner(text, table);
     },
     async tableHandle(table) {
       const r = await run(['-j', 'list', 'tables', 'inet']);
@@ -88,46 +86,69 @@ export function createNftRunner(exec: Exec, nftPath = 'nft'): NftRunner {
   };
 }
 
-/** Finds our table's handle in `nft -j list tables` output. */
-export function parseTableHandle(text: string, table: string): number | null {
-  let doc: { nftables?: { table?: { family?: string; name?: string; handle?: number } }[] };
-  try {
-    doc = JSON.parse(text) as typeof doc;
-  } catch {
-    throw new ApnsProxyError('E_NFT', `nft printed JSON we cannot parse: ${text.slice(0, 80)}`);
-  }
-  const t = doc.nftables?.find((o) => o.table?.family === 'inet' && o.table.name === table)?.table;
-  return typeof t?.handle === 'number' ? t.handle : null;
-}
-
-/** 'ours' when `nft -j list table` shows our map with our stamp comment, else 'foreign'. */
-export function parseTableOwner(text: string, table: string): TableOwner {
-  let doc: { nftables?: { map?: { table?: string; name?: string; comment?: string } }[] };
-  try {
-    doc = JSON.parse(text) as typeof doc;
-  } catch {
-    throw new ApnsProxyError('E_NFT', `nft printed JSON we cannot parse: ${text.slice(0, 80)}`);
-  }
-  const map = doc.nftables?.find((o) => o.map?.table === table && o.map.name === MAP_NAME)?.map;
-  return map?.comment?.startsWith(STAMP_PREFIX) ? 'ours' : 'foreign';
-}
-
-interface JsonMap { map?: { comment?: string; elem?: unknown[] } }
+interface JsonMap { table?: string; name?: string; comment?: string; elem?: unknown[] }
+interface JsonSet { table?: string; name?: string; elem?: unknown[] }
+interface JsonDoc { nftables?: { table?: { family?: string; name?: string; handle?: number }; map?: JsonMap; set?: JsonSet }[] }
 interface JsonKey {
   concat?: [string, number];
   elem?: { val?: { concat?: [string, number] }; comment?: string; counter?: { packets?: number; bytes?: number } };
 }
 
-/** Parses `nft -j list map` output (libnftables JSON schema 1). */
-export function parseMapJson(text: string): LiveMap {
-  let doc: { nftables?: JsonMap[] };
+function parseJson(text: string): JsonDoc {
   try {
-    doc = JSON.parse(text) as { nftables?: JsonMap[] };
+    return JSON.parse(text) as JsonDoc;
   } catch {
     throw new ApnsProxyError('E_NFT', `nft printed JSON we cannot parse: ${text.slice(0, 80)}`);
   }
-  const map = doc.nftables?.find((o) => o.map)?.map;
+}
+
+/** Finds our table's handle in `nft -j list tables` output. */
+export function parseTableHandle(text: string, table: string): number | null {
+  const t = parseJson(text).nftables?.find((o) => o.table?.family === 'inet' && o.table.name === table)?.table;
+  return typeof t?.handle === 'number' ? t.handle : null;
+}
+
+/** 'ours' when `nft -j list table` shows our map with our stamp comment, else 'foreign'. */
+export function parseTableOwner(text: string, table: string): TableOwner {
+  const map = parseJson(text).nftables?.find((o) => o.map?.table === table && o.map.name === MAP_NAME)?.map;
+  return map?.comment?.startsWith(STAMP_PREFIX) ? 'ours' : 'foreign';
+}
+
+/** Parses `nft -j list map` output (libnftables JSON schema 1). */
+export function parseMapJson(text: string): LiveMap {
+  const map = parseJson(text).nftables?.find((o) => o.map)?.map;
   if (!map) throw new ApnsProxyError('E_NFT', 'nft JSON output has no map object');
+  return liveMap(map);
+}
+
+/** Parses `nft -j list set … vipports` (or direct): elements {concat: [address, "tcp"|"udp", port]}. */
+export function parsePortsJson(text: string): PortElement[] {
+  const set = parseJson(text).nftables?.find((o) => o.set)?.set;
+  if (!set) throw new ApnsProxyError('E_NFT', 'nft JSON output has no set object');
+  return triples(set);
+}
+
+/** Parses `nft -j list table inet TABLE`: the handle, our map and our sets (each null when absent). */
+export function parseTableJson(text: string, table: string): LiveTable {
+  const objects = parseJson(text).nftables ?? [];
+  const handle = objects.find((o) => o.table?.family === 'inet' && o.table.name === table)?.table?.handle;
+  const map = objects.find((o) => o.map?.table === table && o.map.name === MAP_NAME)?.map;
+  const set = (name: string) => objects.find((o) => o.set?.table === table && o.set.name === name)?.set;
+  const ports = set(PORTS_SET);
+  const vips = set(VIPS_SET);
+  const direct = set(DIRECT_SET);
+  const upstream = set(UPSTREAM_SET);
+  return {
+    handle: typeof handle === 'number' ? handle : null,
+    map: map ? liveMap(map) : null,
+    ports: ports ? triples(ports) : null,
+    vips: vips ? (vips.elem ?? []).map((e) => single(e, VIPS_SET)) : null,
+    direct: direct ? triples(direct).map((p) => ({ address: p.vip, proto: p.proto, port: p.port })) : null,
+    upstream: upstream ? (upstream.elem ?? []).map((e) => single(e, UPSTREAM_SET)) : null,
+  };
+}
+
+function liveMap(map: JsonMap): LiveMap {
   const elements: MapElement[] = [];
   for (const e of map.elem ?? []) {
     // Each element is [key, address]; the key is {concat: [vip, slot]}, or, with a comment or a
@@ -149,16 +170,8 @@ export function parseMapJson(text: string): LiveMap {
   return { stamp: map.comment ?? null, elements: elementMap(elements) };
 }
 
-/** Parses `nft -j list set … vipports`: elements {concat: [vip, "tcp"|"udp", port]}. */
-export function parsePortsJson(text: string): PortElement[] {
-  let doc: { nftables?: { set?: { elem?: unknown[] } }[] };
-  try {
-    doc = JSON.parse(text) as typeof doc;
-  } catch {
-    throw new ApnsProxyError('E_NFT', `nft printed JSON we cannot parse: ${text.slice(0, 80)}`);
-  }
-  const set = doc.nftables?.find((o) => o.set)?.set;
-  if (!set) throw new ApnsProxyError('E_NFT', 'nft JSON output has no set object');
+/** A set's elements {concat: [address, "tcp"|"udp", port]} (bare, or wrapped in {elem: {val}}). */
+function triples(set: JsonSet): PortElement[] {
   return (set.elem ?? []).map((e) => {
     const concat = ((e as { elem?: { val?: { concat?: unknown[] } } }).elem?.val?.concat ?? (e as { concat?: unknown[] }).concat);
     if (!Array.isArray(concat) || concat.length !== 3 || (concat[1] !== 'tcp' && concat[1] !== 'udp')) {
@@ -166,4 +179,15 @@ export function parsePortsJson(text: string): PortElement[] {
     }
     return { vip: String(concat[0]), proto: concat[1], port: Number(concat[2]) };
   });
+}
+
+/** An element of a one-address set in nft's spelling: "a.b.c.d", {prefix: {addr, len}} → "a/len", {range: [a, b]} → "a-b". */
+function single(e: unknown, name: string): string {
+  const v = (e as { elem?: { val?: unknown } })?.elem?.val ?? e;
+  if (typeof v === 'string') return v;
+  const prefix = (v as { prefix?: { addr?: unknown; len?: unknown } })?.prefix;
+  if (typeof prefix?.addr === 'string' && typeof prefix.len === 'number') return `${prefix.addr}/${prefix.len}`;
+  const range = (v as { range?: unknown[] })?.range;
+  if (Array.isArray(range) && range.length === 2 && typeof range[0] === 'string' && typeof range[1] === 'string') return `${range[0]}-${range[1]}`;
+  throw new ApnsProxyError('E_NFT', `unexpected ${name} element in nft JSON: ${JSON.stringify(e).slice(0, 80)}`);
 }

@@ -72,7 +72,7 @@ export class Metrics {
     this.stateFailures = new client.Counter({ name: 'apns_proxy_state_write_failures_total', help: 'Cycles whose last-known-good could not be written to the state file (read-only or full disk).', registers });
     this.stateWritable = new client.Gauge({ name: 'apns_proxy_state_writable', help: '1 when the last state file write succeeded, 0 when it failed.', registers });
     this.stateWritable.set(1);
-    this.drifts = new client.Counter({ name: 'apns_proxy_drift_total', help: 'Cycles that found the kernel map differing from what was applied (repaired by a full sync).', registers });
+    this.drifts = new client.Counter({ name: 'apns_proxy_drift_total', help: 'Cycles that found our table (map, sets, the table itself) differing from what was applied (repaired by a full sync).', registers });
     this.dnsLatency = new client.Histogram({
       name: 'apns_proxy_dns_query_duration_seconds', help: 'DNS answer latency by kind (local answers, forwarded).',
       labelNames: ['kind'], registers, buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 5],

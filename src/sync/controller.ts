@@ -8,8 +8,8 @@ import { ApnsProxyError, errorMessage } from '../core/errors.js';
 import type { Logger } from '../core/log.js';
 import { type Generation, type NameRecord, type Snapshot, allowedAddress, describeChanges, desiredDirect, desiredElements, desiredMapping, desiredPorts, label, namesOf } from './mapping.js';
 import { cidrContains, parseIPv4, sortUniqueIPv4 } from '../core/net.js';
-import { type DirectElement, type ElementMap, type PortElement, STAMP_PREFIX, diffElements, diffSize, renderDelta, renderFullSync, renderRuleset } from '../nft/render.js';
-import { sameElement } from '../nft/elements.js';
+import { type DirectElement, type ElementMap, type PortElement, STAMP_PREFIX, diffElements, diffSize, renderDelta, renderFullSync, renderRuleset, upstreamNets } from '../nft/render.js';
+import { tableDrift } from '../nft/drift.js';
 import type { LiveMap, NftRunner } from '../nft/runner.js';
 import type { Resolution, Resolver } from '../dns/client/resolver.js';
 import { type StateStore, recordsOf } from './state.js';
@@ -50,7 +50,7 @@ export interface RefreshReport {
   readonly resolveMs: number;
   readonly nftMs: number;
   readonly resolved: boolean;            // false: programmed from last-known-good only (daemon start)
-  readonly drift?: string;               // the kernel map differed from what was applied: why (repaired by this cycle)
+  readonly drift?: string;               // our table (map, sets, the table itself) differed from what was applied: why, each part (repaired by this cycle)
   readonly stateError?: string;          // the state file could not be written (the kernel was programmed all the same)
   readonly error?: string;               // why ok is false
 }
@@ -72,7 +72,7 @@ export class Controller {
   private persisted: ReadonlyMap<string, NameRecord> = new Map();  // what the state file holds
   private pool: ReadonlyMap<string, string> = new Map();           // exact name → VIP (stable; state file)
   private connOffset = new Map<string, number>();                  // name → connections counted before its elements were re-created
-  private lastLive: LiveMap | null = null;                         // the map as findDrift last read it
+  private lastLive: LiveMap | null = null;                         // the map as findDrift last read it (its counters)
   private forcedDrift: string | null = null;          // set by forceFullSync: reported as drift
   private current: Generation | undefined;           // published: the kernel accepted it
   private baseline: Snapshot | undefined;            // what change lines compare against
@@ -205,14 +205,14 @@ export class Controller {
    * baseline when its rules carry our stamp, so an unchanged mapping sends no transaction.
    */
   async adoptKernel(): Promise<void> {
-    const live = await this.deps.nft.readMap(this.config.nft.table);
+    const live = await this.deps.nft.readTable(this.config.nft.table);
     const { stamp } = renderRuleset(this.config);
-    if (live && live.stamp === stamp) {
-      this.applied = live.elements;
-      this.appliedPorts = await this.deps.nft.readPorts(this.config.nft.table) ?? [];
-      this.appliedDirect = await this.deps.nft.readDirect(this.config.nft.table) ?? [];
+    if (live?.map && live.map.stamp === stamp) {
+      this.applied = live.map.elements;
+      this.appliedPorts = live.ports ?? [];
+      this.appliedDirect = live.direct ?? [];
       this.appliedStamp = stamp;
-      this.appliedHandle = await this.deps.nft.tableHandle(this.config.nft.table);
+      this.appliedHandle = live.handle;
       this.needsFull = false;
       this.lastFullAt = this.deps.clock();
     }
@@ -454,35 +454,24 @@ export class Controller {
   }
 
   /**
-   * Each cycle (two nft listings): a firewall reload (`flush ruleset`) or a hand edit re-creates or
-   * removes our table, or changes elements inside it; any difference from what we applied is drift,
-   * repaired by a full sync in the same cycle instead of waiting for the hourly one. undefined: none.
+   * Each cycle (one nft listing of our table): a firewall reload (`flush ruleset`) or a hand edit
+   * re-creates or removes our table, or changes elements inside it (the map, vipports, vips, direct,
+   * upstream); any difference from what we applied is drift, repaired by a full sync in the same
+   * cycle instead of waiting for the hourly one. undefined: none.
    */
   private async findDrift(stamp: string): Promise<string | undefined> {
-    const { nft } = this.deps;
     const table = this.config.nft.table;
     try {
-      if (this.appliedHandle !== null) {
-        const handle = await nft.tableHandle(table);
-        if (handle !== this.appliedHandle) return `table inet ${table} was ${handle === null ? 'removed' : 're-created'} behind our back`;
-      }
-      const live = await nft.readMap(table);
-      this.lastLive = live;
-      if (live === null) return `map ${table} couriers4 is gone`;
-      if (live.stamp !== stamp) return `map ${table} couriers4 carries another stamp (${live.stamp ?? 'none'})`;
-      let missing = 0;
-      let changed = 0;
-      let foreign = 0;
-      for (const [key, e] of this.applied) {
-        const have = live.elements.get(key);
-        if (have === undefined) missing++;
-        else if (!sameElement(have, e)) changed++;
-      }
-      for (const key of live.elements.keys()) if (!this.applied.has(key)) foreign++;
-      if (missing + changed + foreign === 0) return undefined;
-      return `the kernel map differs from what was applied (${missing} missing, ${changed} changed, ${foreign} foreign elements)`;
+      const live = await this.deps.nft.readTable(table);
+      this.lastLive = live?.map ?? null;
+      const applied = {
+        handle: this.appliedHandle, stamp, elements: this.applied, ports: this.appliedPorts, direct: this.appliedDirect,
+        upstream: upstreamNets(this.config.allowedUpstreamNets),  // the stamp matched: these are the rules we applied
+      };
+      const why = tableDrift(table, applied, live);
+      return why.length ? why.join('; ') : undefined;
     } catch (err) {
-      return `cannot read the kernel map (${errorMessage(err)})`;
+      return `cannot read the kernel table (${errorMessage(err)})`;
     }
   }
 

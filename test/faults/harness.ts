@@ -3,10 +3,10 @@
 // by every test: assertMapInvariant.
 import { join } from 'node:path';
 import type { ExecutionContext } from 'ava';
-import { parseMapJson } from '../../src/nft/runner.js';
+import { parseMapJson, parseTableJson } from '../../src/nft/runner.js';
 import { type Lab, type LabProcess, createLab, distPath, nodeBin, writeLabConfig } from '../../lab/lab.js';
 import type { Scenario } from '../fixtures/fake-apple.js';
-import { addressByKey } from '../../src/nft/elements.js';
+import { addressByKey, directKey, portKey } from '../../src/nft/elements.js';
 
 export const CLI = distPath('src/cli.js');
 export const TOOL = distPath('test/faults/tools/netload.js');
@@ -76,6 +76,19 @@ export async function readMap(lab: Lab, table = 'apns_proxy'): Promise<Map<strin
   const r = await lab.exec(lab.ns.router, 'nft', ['-j', 'list', 'map', 'inet', table, 'couriers4'], { reject: false, timeoutMs: 10_000 });
   if (r.exitCode !== 0) return null;
   return addressByKey(parseMapJson(r.stdout).elements);
+}
+
+export interface KSets { vipports: string[]; vips: string[]; direct: string[]; upstream: string[] }
+
+/** Our table's sets (elements as nft spells them, sorted) from one `nft -j list table`; null when there is no table. */
+export async function readSets(lab: Lab, table = 'apns_proxy'): Promise<KSets | null> {
+  const r = await lab.exec(lab.ns.router, 'nft', ['-j', 'list', 'table', 'inet', table], { reject: false, timeoutMs: 10_000 });
+  if (r.exitCode !== 0) return null;
+  const live = parseTableJson(r.stdout, table);
+  return {
+    vipports: (live.ports ?? []).map(portKey).sort(), vips: [...(live.vips ?? [])].sort(),
+    direct: (live.direct ?? []).map(directKey).sort(), upstream: [...(live.upstream ?? [])].sort(),
+  };
 }
 
 /** Reads the map every intervalMs for durationMs (bounded); returns every sample (null = no map). */

@@ -2,8 +2,8 @@
 // all-or-nothing, failing where the kernel would (delete of a missing element, add over a different value).
 import { ApnsProxyError } from '../../src/core/errors.js';
 import { STAMP_PREFIX } from '../../src/nft/render.js';
-import type { LiveMap, NftRunner, TableOwner } from '../../src/nft/runner.js';
-import { type DirectElement, type PortElement, elementsFromText } from '../../src/nft/elements.js';
+import type { LiveMap, LiveTable, NftRunner, TableOwner } from '../../src/nft/runner.js';
+import { elementsFromText } from '../../src/nft/elements.js';
 
 interface FakeTable {
   stamp: string | null;
@@ -11,7 +11,7 @@ interface FakeTable {
   elements: Map<string, string>;        // couriers4: "VIP . slot" → address
   names: Map<string, string>;           // couriers4: "VIP . slot" → its comment
   packets: Map<string, number>;         // couriers4: "VIP . slot" → its counter (bump() adds)
-  sets: Map<string, Set<string>>;       // vipports, vips, direct: their elements as nft writes them
+  sets: Map<string, Set<string>>;       // vipports, vips, direct, upstream: their elements as nft writes them
   handle: number;
 }
 
@@ -52,7 +52,11 @@ export class FakeNft implements NftRunner {
         while (depth > 0 && ++i < lines.length) depth += count(lines[i]!, '{') - count(lines[i]!, '}');
         const block = lines.slice(start, i + 1).join('\n');
         if (next.has(m[1]!)) this.fail(`table ${m[1]} already exists with content (fake supports declare-after-delete only)`);
-        next.set(m[1]!, emptyTable(++this.handles, /comment "([^"]*)"/.exec(block)?.[1] ?? null, block));
+        const declared = emptyTable(++this.handles, /comment "([^"]*)"/.exec(block)?.[1] ?? null, block);
+        // the upstream interval set is declared with its elements inside the rules
+        const upstream = /set upstream \{[^}]*?elements = \{ ([^}]*) \}/.exec(block);
+        if (upstream) declared.sets.set('upstream', new Set(upstream[1]!.split(', ')));
+        next.set(m[1]!, declared);
       } else if ((m = /^(add|delete) element inet (\w+) couriers4 \{ (.*) \}$/.exec(line))) {
         const t = next.get(m[2]!);
         if (!t) this.fail(`${m[1]} element: table ${m[2]}: No such file or directory`);
@@ -73,11 +77,11 @@ export class FakeNft implements NftRunner {
             if (name !== undefined) t!.names.set(key, name);
           }
         }
-      } else if ((m = /^(add|delete) element inet (\w+) (vipports|vips|direct) \{ (.*) \}$/.exec(line))) {
+      } else if ((m = /^(add|delete) element inet (\w+) (vipports|vips|direct|upstream) \{ (.*) \}$/.exec(line))) {
         const set = next.get(m[2]!)?.sets.get(m[3]!);
         if (!set) this.fail(`${m[1]} element: set ${m[2]} ${m[3]}: No such file or directory`);
         for (const item of m[4]!.split(', ')) {
-          if (m[3] !== 'vips' && !/^\d+\.\d+\.\d+\.\d+ \. (tcp|udp) \. \d+$/.test(item)) this.fail(`fake nft does not understand the ${m[3]} element ${item}`);
+          if (m[3] !== 'vips' && m[3] !== 'upstream' && !/^\d+\.\d+\.\d+\.\d+ \. (tcp|udp) \. \d+$/.test(item)) this.fail(`fake nft does not understand the ${m[3]} element ${item}`);
           if (m[1] === 'delete' && !set!.delete(item)) this.fail(`delete element ${item}: No such file or directory`);
           if (m[1] === 'add') set!.add(item);
         }
@@ -89,6 +93,10 @@ export class FakeNft implements NftRunner {
   }
 
   async readMap(table: string): Promise<LiveMap | null> {
+    return this.liveMap(table);
+  }
+
+  private liveMap(table: string): LiveMap | null {
     const t = this.tables.get(table);
     if (!t) return null;
     const elements = elementsFromText(t.elements);
@@ -99,22 +107,23 @@ export class FakeNft implements NftRunner {
     return { stamp: t.stamp, elements };
   }
 
-  async readPorts(table: string): Promise<PortElement[] | null> {
-    const set = this.tables.get(table)?.sets.get('vipports');
-    if (!set) return null;
-    return [...set].map((item) => {
-      const [vip, proto, port] = item.split(' . ') as [string, 'tcp' | 'udp', string];
-      return { vip, proto, port: Number(port) };
-    });
-  }
-
-  async readDirect(table: string): Promise<DirectElement[] | null> {
-    const set = this.tables.get(table)?.sets.get('direct');
-    if (!set) return null;
-    return [...set].map((item) => {
-      const [address, proto, port] = item.split(' . ') as [string, 'tcp' | 'udp', string];
-      return { address, proto, port: Number(port) };
-    });
+  /** The whole table in one read, like `nft -j list table` (sets hold what apply() or a test put there). */
+  async readTable(table: string): Promise<LiveTable | null> {
+    const t = this.tables.get(table);
+    if (!t) return null;
+    const triples = (name: string) => {
+      const set = t.sets.get(name);
+      return set ? [...set].map((item) => item.split(' . ') as [string, 'tcp' | 'udp', string]) : null;
+    };
+    const list = (name: string) => { const set = t.sets.get(name); return set ? [...set] : null; };
+    return {
+      handle: t.handle,
+      map: this.liveMap(table),
+      ports: triples('vipports')?.map(([vip, proto, port]) => ({ vip, proto, port: Number(port) })) ?? null,
+      vips: list('vips'),
+      direct: triples('direct')?.map(([address, proto, port]) => ({ address, proto, port: Number(port) })) ?? null,
+      upstream: list('upstream'),
+    };
   }
 
   /** New connections through one element (the kernel's per-element counter). */

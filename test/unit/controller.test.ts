@@ -454,3 +454,84 @@ test('a foreign table of our name is never replaced or deleted: at start, on a s
   t.true(moved.nft.tables.has('apns_proxy'), 'not ours any more: not deleted');
   t.true(moved.nft.tables.has('apns2'));
 });
+
+// Drift in the sets: vipports, vips and direct change with the names; upstream is written with the rules.
+const setOf = (nft: FakeNft, name: string) => [...nft.tables.get('apns_proxy')!.sets.get(name)!].sort();
+
+test('drift in a set is repaired in the cycle that finds it: an element deleted from vipports, vips, direct or upstream', async (t) => {
+  const { nft, controller } = setup();
+  await controller.refresh();
+  const names = ['vipports', 'vips', 'direct', 'upstream'];
+  const good = Object.fromEntries(names.map((n) => [n, setOf(nft, n)]));
+  t.true(good.vips!.includes('198.18.100.1'));
+  t.deepEqual(good.upstream, ['203.0.113.0/24']);
+  const cases: [string, string, RegExp][] = [
+    ['vipports', '198.18.100.2 . tcp . 5223', /set vipports differs from what was applied \(1 missing, 0 foreign elements: missing 198\.18\.100\.2 \. tcp \. 5223\)/],
+    ['vips', '198.18.100.1', /set vips differs from what was applied \(1 missing, 0 foreign elements: missing 198\.18\.100\.1\)/],
+    ['direct', '203.0.113.11 . tcp . 443', /set direct differs from what was applied \(1 missing, 0 foreign elements: missing 203\.0\.113\.11 \. tcp \. 443\)/],
+    ['upstream', '203.0.113.0/24', /set upstream differs from allowedUpstreamNets \(holds nothing; want 203\.0\.113\.0\/24\)/],
+  ];
+  for (const [name, element, why] of cases) {
+    t.true(nft.tables.get('apns_proxy')!.sets.get(name)!.delete(element), `precondition: ${name} held ${element}`);
+    const scripts = nft.scripts.length;
+    const r = await controller.refresh();
+    t.true(r.ok, r.error);
+    t.is(r.sync, 'full', name);
+    t.regex(r.drift ?? '', why, name);
+    t.notRegex(r.drift ?? '', /kernel map differs/, `${name}: only the set is named`);
+    t.is(nft.scripts.length, scripts + 1, `${name}: one transaction repairs it`);
+    for (const n of names) t.deepEqual(setOf(nft, n), good[n], `${name}: ${n} is exactly what was applied`);
+    const steady = await controller.refresh();
+    t.is(steady.sync, 'none', `${name}: steady again`);
+    t.is(steady.drift, undefined);
+    t.is(nft.scripts.length, scripts + 1, `${name}: a refresh without change still sends nothing`);
+  }
+});
+
+test('a foreign element added to direct (or vipports) is drift: the full sync removes it', async (t) => {
+  const { nft, controller, logger } = setup();
+  await controller.refresh();
+  const good = setOf(nft, 'direct');
+  const goodPorts = setOf(nft, 'vipports');
+  nft.tables.get('apns_proxy')!.sets.get('direct')!.add('198.51.100.99 . tcp . 22');
+  nft.tables.get('apns_proxy')!.sets.get('vipports')!.add('198.51.100.250 . tcp . 5223');
+  const r = await controller.refresh();
+  t.is(r.sync, 'full');
+  t.regex(r.drift ?? '', /set vipports differs from what was applied \(0 missing, 1 foreign elements: foreign 198\.51\.100\.250 \. tcp \. 5223\)/);
+  t.regex(r.drift ?? '', /set direct differs from what was applied \(0 missing, 1 foreign elements: foreign 198\.51\.100\.99 \. tcp \. 22\)/);
+  t.true(logger.lines.some((l) => /^warn: refresh: .*set direct differs.*; full sync repairs it$/.test(l)), 'the warn line names the set');
+  t.deepEqual(setOf(nft, 'direct'), good);
+  t.deepEqual(setOf(nft, 'vipports'), goodPorts);
+  t.is((await controller.refresh()).sync, 'none');
+});
+
+test('the drift check reads the kernel once per cycle: one table listing, no other nft call when nothing changed', async (t) => {
+  const { nft, controller } = setup();
+  await controller.refresh();
+  const calls: string[] = [];
+  const runner = nft as unknown as Record<string, (...args: unknown[]) => unknown>;
+  for (const method of ['apply', 'readMap', 'readTable', 'tableHandle', 'tableOwner']) {
+    const original = runner[method]!.bind(nft);
+    runner[method] = (...args: unknown[]) => { calls.push(method); return original(...args); };
+  }
+  const r = await controller.refresh();
+  t.is(r.sync, 'none');
+  t.deepEqual(calls, ['readTable']);
+});
+
+test('adoptKernel (one-shot refresh) takes map and sets from one listing: an unchanged kernel gets no transaction, a tampered set is repaired', async (t) => {
+  const { nft, make } = setup();
+  await make().refresh();
+  const good = setOf(nft, 'vipports');
+  const oneShot = make();
+  await oneShot.adoptKernel();
+  const r = await oneShot.refresh();
+  t.is(r.sync, 'none');
+  t.is(nft.scripts.length, 1);
+  nft.tables.get('apns_proxy')!.sets.get('vipports')!.delete('198.18.100.1 . tcp . 443');
+  const again = make();
+  await again.adoptKernel();  // adopts the tampered set as applied: the delta puts the element back
+  const r2 = await again.refresh();
+  t.is(r2.sync, 'delta');
+  t.deepEqual(setOf(nft, 'vipports'), good);
+});

@@ -222,7 +222,7 @@ test('direct elements in a delta: an address leaves the set with the last name t
   const { text } = renderRuleset(GOLDEN_CONFIG, TEMPLATE);
   await nft.apply(renderFullSync(text, 'apns_proxy', desiredElements(before), [], desiredPorts(GOLDEN_CONFIG, before), desiredDirect(GOLDEN_CONFIG, before)));
   await nft.apply(delta);
-  t.deepEqual((await nft.readDirect('apns_proxy'))!.map((d) => `${d.address} . ${d.proto} . ${d.port}`).sort(),
+  t.deepEqual((await nft.readTable('apns_proxy'))!.direct!.map((d) => `${d.address} . ${d.proto} . ${d.port}`).sort(),
     desiredDirect(GOLDEN_CONFIG, after).map((d) => `${d.address} . ${d.proto} . ${d.port}`).sort());
   await t.throwsAsync(nft.apply('delete element inet apns_proxy direct { 203.0.113.99 . tcp . 5223 }\n'), { message: /No such file or directory/ }, 'like the kernel: deleting a missing element fails');
 });
