@@ -56,6 +56,9 @@ test.serial('npm run lab -- --check: the whole path end to end, with the failure
   t.regex(out, /router# apns-proxy status\n\s+│ COURIER\s+VIP\s+STATE/);
   t.regex(out, /router# nft list map inet apns_proxy couriers4\n\s+│ table inet apns_proxy \{/);
   t.regex(out, /3\. Failure: upstream DNS goes silent/);
+  // the bag over HTTPS (step 5b): the certificate made for init.push.apple.com, verified
+  t.regex(out, /client# GET https:\/\/init\.push\.apple\.com\/ via 198\.18\.102\.\d+:443 .*\n\s+→ HTTPS 200 from bag server 203\.0\.113\.8[01]:443, certificate for init\.push\.apple\.com verified/);
+  t.regex(out, /\[ok\] the bag came over TLS from init\.push\.apple\.com's server/);
   t.regex(out, /0 fresh, 49 stale, 11 absent/);
   const base = baseOf(out);
   t.truthy(base);
