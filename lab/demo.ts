@@ -11,7 +11,8 @@
 //   4. DNS is back: a courier that was never resolved is served by the fallback at once, and the
 //      kernel takes it over;
 //   5. every name APNs needs (name sets, DESIGN.md §7): a simulated MDM server at 192.0.2.20 pushes
-//      through api.push.apple.com (2197), a device fetches the bag over HTTP via its VIP, courier 0,
+//      through api.push.apple.com (2197), a device fetches the bag over HTTP and HTTPS via its VIP
+//      (the HTTPS certificate, made for init.push.apple.com at lab start, verified), courier 0,
 //      a sandbox courier. Only when this apns-proxy serves name sets (its configuration knows
 //      `nameSets` and its DNS answers init.push.apple.com with a pool VIP); before that, step 5 says
 //      so and shows the name forwarded instead.
@@ -445,7 +446,7 @@ async function nameSetSteps(ctx: Ctx): Promise<void> {
     n.say('');
     n.say(`This apns-proxy does not serve name sets yet: its configuration has no \`nameSets\`, and`);
     n.say(`init.push.apple.com was forwarded upstream (${aRecords(gate).join(', ') || gate.status}) instead of answered with a ${POOL}.x VIP.`);
-    n.say('Steps 5a–5d (MDM server via api.push.apple.com on 2197, the bag over HTTP, courier 0, a sandbox courier)');
+    n.say('Steps 5a–5d (MDM server via api.push.apple.com on 2197, the bag over HTTP and HTTPS, courier 0, a sandbox courier)');
     n.say('run once the name sets (branch f-names) are in; this is not a failure of this build.');
     return;
   }
@@ -466,7 +467,7 @@ async function nameSetSteps(ctx: Ctx): Promise<void> {
   const no5223 = await connectVip(ctx, apiVip, 5223);
   n.expect(!no5223.server, `api.push.apple.com's VIP is not forwarded on 5223 (only its set's ports 443, 2197)`, JSON.stringify(no5223));
 
-  n.title('5b. A device fetches the bag over HTTP via its VIP');
+  n.title('5b. A device fetches the bag over HTTP and HTTPS via its VIP');
   const dBag = await dig(ctx, 'init-p01st.push.apple.com');
   const bagVip = aRecords(dBag)[0] ?? '';
   n.expect(bagVip.startsWith(`${POOL}.`) && dBag.answers.length === 1, `init-p01st.push.apple.com resolves to its pool VIP`, dBag.raw);
@@ -475,6 +476,22 @@ async function nameSetSteps(ctx: Ctx): Promise<void> {
   n.result(bag.status ? `HTTP ${bag.status} from bag server ${bag.server ?? '?'}` : `failed (${bag.error ?? '?'})`);
   if (bag.body) n.block(bag.body.split('\n').filter((l) => /<key>/.test(l)).join('\n'));
   n.expect(bag.status === 200 && bag.server === '203.0.113.82:80' && bag.body === bagBody('203.0.113.82:80'), 'the bag came from init-p01st\'s server 203.0.113.82 on port 80', JSON.stringify(bag));
+  // init.push.apple.com is HTTPS: the device checks the certificate against the name, so an answer
+  // proves the VIP led to that name's server (it trusts only the certificate the lab made for the name)
+  const TLS_BAG = 'init.push.apple.com';
+  const dTls = await dig(ctx, TLS_BAG);
+  const tlsVip = aRecords(dTls)[0] ?? '';
+  n.expect(tlsVip.startsWith(`${POOL}.`) && dTls.answers.length === 1, `${TLS_BAG} resolves to its pool VIP`, dTls.raw);
+  const ca = lab.tlsCert(TLS_BAG);
+  n.cmd('client', `GET https://${TLS_BAG}/ via ${tlsVip}:443 (SNI and Host ${TLS_BAG}; certificate checked against the lab's for the name)`);
+  const sbag = (ca === undefined ? { error: 'the lab made no certificate' } : await lab.probe(['https', tlsVip, '443', '--servername', TLS_BAG, '--ca', ca], 15_000)) as {
+    status?: number; server?: string; body?: string; tls?: { verified: boolean; subject: string | null; protocol: string }; error?: string;
+  };
+  n.result(sbag.status ? `HTTPS ${sbag.status} from bag server ${sbag.server ?? '?'}, certificate for ${sbag.tls?.subject ?? '?'} ${sbag.tls?.verified ? 'verified' : 'NOT verified'} (${sbag.tls?.protocol ?? '?'})` : `failed (${sbag.error ?? '?'})`);
+  if (sbag.body) n.block(sbag.body.split('\n').filter((l) => /<key>/.test(l)).join('\n'));
+  const tlsServer = sbag.server ?? '';
+  n.expect(sbag.status === 200 && sbag.tls?.verified === true && sbag.tls.subject === TLS_BAG && /^203\.0\.113\.8[01]:443$/.test(tlsServer) && sbag.body === bagBody(tlsServer),
+    `the bag came over TLS from ${TLS_BAG}'s server (203.0.113.80/81) on 443, its certificate verified for the name`, JSON.stringify(sbag));
 
   n.title('5c. Courier 0');
   n.say('Devices pick a courier in 0..count (apsd: arc4random() % (count+1)): courier 0 exists. Its VIP is the');
@@ -538,7 +555,7 @@ function describeLab(lab: Lab, n: Narrator): void {
     `router    ${lab.ns.router.padEnd(18)} 192.0.2.1 (client side), 203.0.113.1 (upstream side): runs apns-proxy`,
     `apple     ${lab.ns.upstream.padEnd(18)} 203.0.113.53 simulated Apple DNS (CNAME chains; couriers 1-50 live, 51+ NXDOMAIN)`,
     `          ${''.padEnd(18)} 203.0.113.10-49 simulated courier servers on 5223 and 443`,
-    `          ${''.padEnd(18)} 203.0.113.60-99 simulated servers of the other names (sandbox couriers, bag on HTTP 80, provider API on 443/2197)`,
+    `          ${''.padEnd(18)} 203.0.113.60-99 simulated servers of the other names (sandbox couriers, bag on HTTP 80 and HTTPS 443, provider API on 443/2197)`,
     `mdm       ${lab.ns.client.padEnd(18)} ${MDM_ADDRESS}/24 on the client side: a simulated MDM server`,
   ].join('\n'), '  ');
 }

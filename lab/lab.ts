@@ -15,7 +15,10 @@
 //   upstream  203.0.113.60–99/24: the simulated Apple servers of the other names (sandbox couriers,
 //             bag, provider API, time; test/fixtures/apple-services.ts), and createLab's server
 //             fixture listens on TCP 5223, 443, 2197 (HELLO + echo), HTTP 80 (the bag) and UDP 123
-//             (an NTP-like echo) on every upstream address.
+//             (an NTP-like echo) on every upstream address; on 443 of the HTTPS bag hosts'
+//             addresses (init.push.apple.com, init.sandbox.push.apple.com) it serves the bag over
+//             HTTPS with a self-signed certificate for that name, made at start in <dir>/tls
+//             (lab/certs.ts, openssl); lab.tlsCert(name) is the file a client trusts.
 //
 // base = `apx<tag><pid>-<4 hex>` (lab/proc.ts); creating a lab first removes namespaces (and temp
 // dirs) of earlier runs whose pid is no longer alive. The lab never skips: without root / netns /
@@ -37,6 +40,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { execa } from 'execa';
 import type { Scenario } from '../test/fixtures/fake-apple.js';
+import { HTTPS_PORT, SERVICES } from '../test/fixtures/apple-services.js';
+import { type Cert, makeCert } from './certs.js';
 import {
   type Doomed, type ExecOptions, type ExecResult, type LabProcess, type SpawnOptions, IP, NFT,
   cleanupSync, deleteNamespace, distPath, labBase, nodeBin, nsExec, nsSpawn, run, sleep, sweepStaleLabs, trackLab, untrackLab,
@@ -45,7 +50,7 @@ import {
 export type { Scenario, GlobalMode, CourierMode } from '../test/fixtures/fake-apple.js';
 export { courierChain, courierAddresses, defaultCourierAddresses, regionFor } from '../test/fixtures/fake-apple.js';
 export {
-  type Service, type ServiceSet, SERVICES, SANDBOX_TEMPLATE, bagBody, defaultSandboxAddresses, sandboxChain, serviceByName,
+  type Service, type ServiceSet, HTTPS_PORT, SERVICES, SANDBOX_TEMPLATE, bagBody, defaultSandboxAddresses, sandboxChain, serviceByName,
 } from '../test/fixtures/apple-services.js';
 export {
   type Doomed, type ExecOptions, type ExecResult, type LabProcess, type SpawnOptions,
@@ -77,8 +82,10 @@ export interface Lab extends NetLab {
   probe(args: string[], timeoutMs?: number): Promise<any>;
   /** runs mdm-server.js (the simulated MDM server, default source MDM_ADDRESS) in the client ns; its JSON */
   mdm(args?: string[], timeoutMs?: number): Promise<any>;
-  /** HTTP requests logged by the server fixture so far (nameSets labs: the bag on port 80) */
-  httpRequests(): { http: string; peer: string; method: string; path: string; host: string | null }[];
+  /** HTTP requests logged by the server fixture so far (nameSets labs: the bag on 80; sni set over HTTPS on 443) */
+  httpRequests(): { http: string; peer: string; method: string; path: string; host: string | null; sni?: string }[];
+  /** the certificate (PEM file) of an HTTPS bag host's servers, to trust in a client (nameSets labs); else undefined */
+  tlsCert(name: string): string | undefined;
   /** UDP datagrams the server fixture answered so far (nameSets labs: the NTP-like echo on 123) */
   udpExchanges(): { udp: string; peer: string; kind: string }[];
   /** the fixture processes, for tests that need more (e.g. SIGUSR2 to the courier server) */
@@ -267,9 +274,26 @@ export async function startFakeApple(lab: NetLab, scenario: Scenario = {}, o: { 
   return { process: proc, setScenario };
 }
 
+/** A certificate for each HTTPS bag host, and the server fixture's --tls arguments for its default addresses. */
+async function httpsBag(dir: string): Promise<{ certs: Map<string, Cert>; args: string[] }> {
+  const certs = new Map<string, Cert>();
+  const args: string[] = [];
+  for (const s of SERVICES.filter((x) => x.https)) {
+    let c: Cert;
+    try {
+      c = await makeCert(path.join(dir, 'tls'), s.name);
+    } catch (err) {
+      throw new Error(`${(err as Error).message}\n  (the HTTPS bag servers need openssl: apt-get install openssl, or bash scripts/setup.sh lab)`);
+    }
+    certs.set(s.name, c);
+    for (const a of s.addresses) args.push('--tls', `${a}:${HTTPS_PORT}=${c.cert},${c.key}`);
+  }
+  return { certs, args };
+}
+
 /**
  * The namespaces, the simulated Apple DNS and the courier servers (on courierPorts, default 5223 and
- * 443; with nameSets also 2197, HTTP 80 and UDP 123).
+ * 443; with nameSets also 2197, HTTP 80, UDP 123 and HTTPS on the HTTPS bag hosts' 443).
  */
 export async function createLab(opts: LabOptions = {}): Promise<Lab> {
   const net = await createNetLab(opts);
@@ -277,8 +301,9 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
     const ports = opts.courierPorts ?? (opts.nameSets ? [5223, 443, 2197] : [5223, 443]);
     const httpPorts = opts.httpPorts ?? (opts.nameSets ? [80] : []);
     const udpPorts = opts.udpPorts ?? (opts.nameSets ? [123] : []);
+    const tls = opts.nameSets ? await httpsBag(net.dir) : { certs: new Map<string, Cert>(), args: [] };
     const courierServer = net.spawn(net.ns.upstream, nodeBin(), [fixturePath('courier-server.js'), ...ports.map(String),
-      ...httpPorts.flatMap((p) => ['--http', String(p)]), ...udpPorts.flatMap((p) => ['--udp', String(p)]), '--parent-watch']);
+      ...httpPorts.flatMap((p) => ['--http', String(p)]), ...udpPorts.flatMap((p) => ['--udp', String(p)]), ...tls.args, '--parent-watch']);
     const [apple] = await Promise.all([
       startFakeApple(net, opts.scenario ?? {}),
       courierServer.waitForLine(/^\{"listening":/, 15000),
@@ -309,7 +334,11 @@ export async function createLab(opts: LabOptions = {}): Promise<Lab> {
       mdm: (args: string[] = [], timeoutMs = 60000) => clientJson(net, 'mdm-server.js', args, timeoutMs),
       httpRequests: () => jsonLines(courierServer)
         .filter((o) => typeof o['http'] === 'string')
-        .map((o) => ({ http: o['http'] as string, peer: String(o['peer']), method: String(o['method']), path: String(o['path']), host: typeof o['host'] === 'string' ? o['host'] : null })),
+        .map((o) => ({
+          http: o['http'] as string, peer: String(o['peer']), method: String(o['method']), path: String(o['path']),
+          host: typeof o['host'] === 'string' ? o['host'] : null, ...(typeof o['sni'] === 'string' ? { sni: o['sni'] } : {}),
+        })),
+      tlsCert: (name: string) => tls.certs.get(name.toLowerCase())?.cert,
       udpExchanges: () => jsonLines(courierServer)
         .filter((o) => typeof o['udp'] === 'string')
         .map((o) => ({ udp: o['udp'] as string, peer: String(o['peer']), kind: String(o['kind']) })),

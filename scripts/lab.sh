@@ -4,7 +4,7 @@
 # README "Running a pair"); it also installs keepalived, conntrackd and conntrack (services left off).
 #
 # On a fresh Debian/Ubuntu machine, as root, it first installs whatever is missing (scripts/setup.sh:
-# nftables, iproute2, dnsutils, procps, the npm dependencies, the native addon), builds when a .ts
+# nftables, iproute2, dnsutils, procps, openssl, the npm dependencies, the native addon), builds when a .ts
 # file is newer than the compiled lab, then runs dist/lab/demo.js (lab/demo.ts) with the arguments. Everything
 # the lab does stays inside the network namespaces it creates; `down` removes a lab left up with --keep.
 #

@@ -4,7 +4,7 @@
 #
 #   scripts/setup.sh lab|test
 #
-#   OS packages  lab:  nftables, iproute2, dnsutils (dig), procps (sysctl)
+#   OS packages  lab:  nftables, iproute2, dnsutils (dig), procps (sysctl), openssl (the HTTPS bag's certificates)
 #                test: the same plus knot-dnsutils (kdig), systemd (systemd-analyze), util-linux (setpriv),
 #                      dpkg-dev, binutils and lintian (the Debian package test), chromium (the status page test)
 #                lab --ha and test: keepalived, conntrackd, conntrack (the router pair); they run only inside
@@ -52,6 +52,7 @@ have nft || pkgs+=(nftables)
 have ip || pkgs+=(iproute2)
 have dig || pkgs+=(dnsutils)
 have sysctl || pkgs+=(procps)
+have openssl || pkgs+=(openssl)
 ha_pkgs=()
 if [ "$what" = test ] || [ "${LAB_HA:-}" = 1 ]; then
   have keepalived || ha_pkgs+=(keepalived)

@@ -8,6 +8,7 @@
 //   production couriers  {n}-courier.push.apple.com           0..60   198.18.100.0/24 (0 → .254)  TCP 5223, 443
 //   sandbox              {n}-courier.sandbox.push.apple.com   0..200  198.18.101.0/24 (0 → .254)  TCP 5223, 443
 //   bag                  init, init-p01st, init.sandbox        pool 198.18.102.0/24               TCP 80, 443
+//                        (init and init.sandbox answer HTTPS on 443 with the lab's certificate for the name)
 //   provider             api, api.sandbox, api.development     pool                               TCP 443, 2197
 //   time                 time.apple.com                        pool                               UDP 123
 // and, last, a daemon whose production couriers have a /23 (198.18.104.0/23, couriers 0..300).
@@ -33,6 +34,15 @@ const PORTS: Record<string, { tcp: number[]; udp: number[] }> = {
   bag: { tcp: [80, 443], udp: [] }, provider: { tcp: [443, 2197], udp: [] }, time: { tcp: [], udp: [123] },
 };
 const serverOf = (name: string): string[] => [...SERVICES.find((s) => s.name === name)!.addresses];
+const httpsOn443 = (name: string): boolean => SERVICES.find((s) => s.name === name)!.https === true;
+
+interface HttpsReply { status?: number; server?: string; body?: string; tls?: { verified: boolean; subject: string | null; protocol: string }; error?: string }
+
+/** GET https://NAME/ at host:443, the certificate verified against `ca` (default: the lab's for NAME) and NAME. */
+async function httpsGet(lab: Lab, host: string, name: string, ca = lab.tlsCert(name)): Promise<HttpsReply> {
+  if (ca === undefined) throw new Error(`the lab has no certificate for ${name}`);
+  return await lab.probe(['https', host, '443', '--servername', name, '--ca', ca, '--timeout-ms', '3000'], 15_000) as HttpsReply;
+}
 
 // Courier 5 has three servers, courier 0 one; sandbox couriers have the fake's default pair (7 → .74, .75).
 const SCENARIO: Scenario = {
@@ -277,6 +287,10 @@ test.serial('TCP through the kernel: every name reaches its own simulated server
         const r = await lab.probe(['http', vip, '80', '--host-header', name, '--timeout-ms', '3000'], 15_000) as { status?: number; server?: string; error?: string };
         t.is(r.status, 200, `${name} ${vip}:80 → ${JSON.stringify(r)}`);
         t.true(serverOf(name).map((a) => `${a}:80`).includes(r.server ?? ''), `${name}:80 answered by ${String(r.server)}`);
+      } else if (port === 443 && httpsOn443(name)) {
+        const r = await httpsGet(lab, vip, name);
+        t.is(r.status, 200, `${name} https ${vip}:443 → ${JSON.stringify(r)}`);
+        t.true(serverOf(name).map((a) => `${a}:443`).includes(r.server ?? ''), `${name}:443 answered by ${String(r.server)}`);
       } else {
         await hello(t, vip, port, serverOf(name), name);
       }
@@ -333,6 +347,31 @@ test.serial('the bag over HTTP: GET / on init-p01st.push.apple.com\'s VIP port 8
   t.is(req.length, 1);
   t.like(req[0], { http: '203.0.113.82:80', method: 'GET', path: '/', host: 'init-p01st.push.apple.com' });
   t.regex(req[0]!.peer, /^203\.0\.113\.1:\d+$/);
+});
+
+test.serial('the bag over HTTPS: https://init.push.apple.com/ through its VIP, the certificate verified for the name', async (t) => {
+  const { lab, vips } = t.context;
+  const name = 'init.push.apple.com';
+  const vip = onlyA(await dig(lab, name));
+  t.is(vip, vips.get(name), 'DNS answers the name with its VIP only');
+  const before = lab.httpRequests().length;
+  const r = await httpsGet(lab, vip!, name);
+  t.is(r.status, 200, JSON.stringify(r));
+  t.like(r.tls, { verified: true, subject: name }, 'the handshake verified the lab\'s certificate for the name');
+  t.regex(r.tls?.protocol ?? '', /^TLSv1\.[23]$/);
+  t.true(['203.0.113.80:443', '203.0.113.81:443'].includes(r.server ?? ''), `answered by init.push.apple.com's server on 443: ${String(r.server)}`);
+  t.is(r.body, bagBody(r.server!));
+  const req = lab.httpRequests().slice(before);
+  t.is(req.length, 1);
+  t.like(req[0], { http: r.server, method: 'GET', path: '/', host: name, sni: name });
+  t.regex(req[0]!.peer, /^203\.0\.113\.1:\d+$/);
+
+  // the check is real: another bag host's certificate, or its server, does not pass for init.push.apple.com
+  const wrongCa = await httpsGet(lab, vip!, name, lab.tlsCert('init.sandbox.push.apple.com'));
+  t.truthy(wrongCa.error, `trusting init.sandbox's certificate instead: ${JSON.stringify(wrongCa)}`);
+  const wrongServer = await httpsGet(lab, vips.get('init.sandbox.push.apple.com')!, name);
+  t.truthy(wrongServer.error, `init.sandbox's VIP does not pass for ${name}: ${JSON.stringify(wrongServer)}`);
+  t.is(lab.httpRequests().length, before + 1, 'neither failed handshake reached a request');
 });
 
 test.serial('the provider API from the MDM server at 192.0.2.20: resolved through the router, pushed on 443 and 2197', async (t) => {
