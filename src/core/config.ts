@@ -2,9 +2,16 @@
 // Every problem is reported as one ConfigError naming the dotted key and the bad value.
 // The contract is the TypeBox schema in config-schema.ts: it gives the types, the defaults and the
 // published JSON Schema, and is checked first; what JSON Schema cannot say is checked here after it.
-import { Errors, type ValueError, ValueErrorType } from '@sinclair/typebox/errors';
+// TypeBox itself is not loaded on the way to a valid config (its modules cost ~8 MB of memory):
+// config-contract.generated.ts, written from the schema by `npm run schema`, holds the check
+// TypeBox compiles and the defaults; only a config that fails the check loads TypeBox's Errors (its
+// CommonJS build, so parseConfig stays synchronous) to name the first problem.
+import { createRequire } from 'node:module';
+import type { TSchema } from '@sinclair/typebox';
+import type { ValueError } from '@sinclair/typebox/errors';
 import cron from 'node-cron';
-import { type ConfigFile, ConfigSchema } from './config-schema.js';
+import type { ConfigFile } from './config-schema.js';
+import { DEFAULTS as SCHEMA_DEFAULTS, checkConfig, configSchema } from './config-contract.generated.js';
 import { ConfigError } from './errors.js';
 import { type NameSet, PRODUCTION_SET, maxNumber, nameSetProblems } from './namesets.js';
 import { type Cidr4, type HostPort, formatHostPort, parseCidr4, parseHostPort } from './net.js';
@@ -61,9 +68,7 @@ function deepFreeze<T>(v: T): T {
 }
 
 /** The documented defaults, in the shape of the JSON file (README, Configuration): the schema's. */
-export const DEFAULTS: ConfigValues = deepFreeze(Object.fromEntries(Object.entries(ConfigSchema.properties)
-  .filter(([key]) => key !== '$schema')
-  .map(([key, s]) => [key, structuredClone((s as { default?: unknown }).default)])) as unknown as ConfigValues);
+export const DEFAULTS: ConfigValues = deepFreeze(SCHEMA_DEFAULTS as unknown as ConfigValues);
 
 /**
  * The text of a default config.json (scripts/install.sh and the Debian package write it): "$schema"
@@ -84,9 +89,23 @@ function dottedKey(pointer: string, raw: unknown): string {
   return key || '(top level)';
 }
 
+type TypeBoxErrors = typeof import('@sinclair/typebox/errors');
+let typeboxErrors: TypeBoxErrors | undefined;
+
+/** TypeBox's error iterator, loaded on first use (the package's CommonJS build: require is synchronous). */
+function loadErrors(): TypeBoxErrors {
+  return typeboxErrors ??= createRequire(import.meta.url)('@sinclair/typebox/errors') as TypeBoxErrors;
+}
+
+/** The first problem TypeBox's Errors finds with a value the generated check refused. */
+function firstSchemaError(raw: unknown): ValueError | undefined {
+  return loadErrors().Errors(configSchema() as TSchema, raw).First();
+}
+
 /** The problem a schema error names, in the words the hand-written checks always used. */
 function problem(e: ValueError): string {
   const s = e.schema as Record<string, unknown>;
+  const { ValueErrorType } = loadErrors();
   switch (e.type) {
     case ValueErrorType.ObjectAdditionalProperties:
       if (s.properties === undefined) return typeof s.errorMessage === 'string' ? s.errorMessage : 'unknown key';
@@ -160,8 +179,11 @@ function template(t: string, key: string): string {
 export function parseConfig(raw: unknown): Config {
   if (!isObj(raw)) throw new ConfigError('(top level)', raw, 'must be a JSON object');
   // The schema first: unknown keys, types, ranges and patterns, in the file's order (the first problem).
-  const first = Errors(ConfigSchema, raw).First();
-  if (first) throw new ConfigError(dottedKey(first.path, raw), first.value, problem(first));
+  if (!checkConfig(raw)) {
+    const first = firstSchemaError(raw);
+    if (!first) throw new ConfigError('(top level)', raw, 'fails the schema check, yet TypeBox names no problem (a bug: please report it)');
+    throw new ConfigError(dottedKey(first.path, raw), first.value, problem(first));
+  }
   const v = fill(DEFAULTS as unknown as Obj, raw) as unknown as ConfigValues;
 
   // Then what JSON Schema cannot say.

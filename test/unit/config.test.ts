@@ -2,7 +2,10 @@ import test from 'ava';
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../../src/core/errors.js';
 import { DEFAULTS, defaultConfigText, parseConfig, parseConfigText } from '../../src/core/config.js';
-import { ConfigSchema, publishedSchemaText } from '../../src/core/config-schema.js';
+import { ConfigSchema, contractModuleText, publishedSchemaText } from '../../src/core/config-schema.js';
+import { DEFAULTS as GENERATED_DEFAULTS, checkConfig, configSchema } from '../../src/core/config-contract.generated.js';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import { Errors } from '@sinclair/typebox/errors';
 import { parseCidr4, parseHostPort } from '../../src/core/net.js';
 
 test('defaults fill every key of the contract', (t) => {
@@ -229,6 +232,62 @@ test('config.schema.json is exactly what the TypeBox schema generates (npm run b
   t.is(s.$schema, 'http://json-schema.org/draft-07/schema#');
   t.is(s.type, 'object');
   t.false(s.additionalProperties);
+});
+
+// config.ts loads config-contract.generated.ts instead of TypeBox: it must be what the schema generates,
+// and its check must say what TypeBox's says.
+
+test('config-contract.generated.ts is exactly what the TypeBox schema generates (npm run build && npm run schema)', (t) => {
+  t.is(readFileSync(new URL('src/core/config-contract.generated.ts', REPO), 'utf8'), contractModuleText());
+  t.deepEqual(GENERATED_DEFAULTS, JSON.parse(JSON.stringify(DEFAULTS)));
+  const schema = configSchema() as typeof ConfigSchema;
+  const kind = Symbol.for('TypeBox.Kind');
+  t.is((schema as unknown as Record<symbol, unknown>)[kind], 'Object');
+  t.is((schema.properties.log.properties.level as unknown as Record<symbol, unknown>)[kind], 'Union');
+  t.false('description' in schema.properties.dns);
+  t.is(schema.properties.vipPrefix.errorMessage, ConfigSchema.properties.vipPrefix.errorMessage);
+});
+
+/** A small deterministic PRNG (mulberry32), so a failure can be replayed. */
+function random(seed: number): () => number {
+  return () => {
+    seed = (seed + 0x6d2b79f5) | 0;
+    let x = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
+    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test('the generated check agrees with TypeBox\'s (compiled and Errors) on thousands of mutated configs', (t) => {
+  const compiled = TypeCompiler.Compile(ConfigSchema);
+  const rnd = random(20261130);
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(rnd() * xs.length)]!;
+  const values: unknown[] = [0, -1, 1.5, 65535, 65536, 4294967296, '', 'x', '10.0.0.0/24', '17.0.0.0/8', '1.2.3.4:53', '[fd00::1]:53',
+    '{n}.push.apple.com', '/abs', 'info', 'json', true, false, null, [], [1], [443, 443], ['a', 'a'], ['8.8.8.8'], {}, { enabled: false }];
+  const base = (): Record<string, unknown> => JSON.parse(JSON.stringify({ $schema: 'x', ...DEFAULTS })) as Record<string, unknown>;
+  let refused = 0;
+  for (let i = 0; i < 4000; i++) {
+    const value = base();
+    for (let n = 1 + Math.floor(rnd() * 3); n > 0; n--) {
+      // walk to a random object or list in the config, then set, add or delete one of its entries
+      let at: Record<string, unknown> = value;
+      for (let depth = 0; depth < 3; depth++) {
+        const children = Object.entries(at).filter(([, v]) => typeof v === 'object' && v !== null);
+        if (children.length === 0 || rnd() < 0.3) break;
+        at = pick(children)[1] as Record<string, unknown>;
+      }
+      const keys = Object.keys(at);
+      const key = rnd() < 0.15 || keys.length === 0 ? pick(['extra', 'enabled', '0', 'names', 'template']) : pick(keys);
+      if (rnd() < 0.1 && !Array.isArray(at)) delete at[key];
+      else at[key] = structuredClone(pick(values));
+    }
+    const expected = compiled.Check(value);
+    t.is(checkConfig(value), expected, JSON.stringify(value));
+    t.is(Errors(ConfigSchema, value).First() === undefined, expected);
+    t.is(Errors(configSchema() as typeof ConfigSchema, value).First()?.path, Errors(ConfigSchema, value).First()?.path);
+    if (!expected) refused++;
+  }
+  t.true(refused > 1000 && refused < 3900, `refused ${refused} of 4000: the mutations should yield both kinds`);
 });
 
 // A small JSON Schema (draft-07) validator for the keywords the published schema uses. It refuses a
