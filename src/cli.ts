@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Entry point: parses the command line and wires the real I/O (child processes, files, node-cron, winston,
+// Entry point: parses the command line and wires the real I/O (child processes, files, node-cron, the logger,
 // signals) into the pure core. Exit codes: 0 ok, 1 failed, 2 bad config or usage.
 import { runSignals } from './cli/signals.js';  // first: queues SIGHUP/SIGTERM while the rest loads
 import { readFile, mkdir } from 'node:fs/promises';
@@ -19,7 +19,7 @@ import { systemTool } from './core/tools.js';
 import type { PreflightOptions, Problem } from './ops/preflight.js';
 
 // What only some commands use is imported when a command needs it: --help,
-// render and status do not load winston, node-cron, dns-packet or the daemon. System tools run
+// render and status do not load the logger, node-cron, dns-packet or the daemon. System tools run
 // through runTool (src/cli/exec.ts, node:child_process): execa costs the daemon ~5 MB.
 const createLogger = async (level: Config['log']['level'], format: Config['log']['format']) => (await import('./cli/logger.js')).createLogger(level, format);
 const formatProblem = async () => (await import('./ops/preflight.js')).formatProblem;
