@@ -136,7 +136,7 @@ export function nextRun(s: CronSchedule, after: Date): Date | null {
   const d = new Date(t);
   for (;;) {
     d.setTime(t);
-    if (d.getFullYear() > lastYear) return null;
+    if (!(d.getFullYear() <= lastYear)) return null;  // also past Date's last day (NaN)
     let next: number;
     if (!s.months[d.getMonth() + 1]) {
       // Local midnight of the 1st of the next month (setters: month lengths and DST are Date's job).

@@ -122,6 +122,7 @@ test('nextRun is strictly after, on whole seconds', (t) => {
   t.is(local(nextRun(s, new Date(at(2026, 5, 1, 10, 0, 59).getTime() + 999))), '2026-05-01 10:01:00');
   t.is(nextRun(s, at(2026, 5, 1, 10, 0, 0))!.getMilliseconds(), 0);
   t.is(nextRun(s, new Date(Number.NaN)), null);
+  t.is(nextRun(s, new Date(8.64e15)), null, 'past the last Date: null, not an endless loop');
 });
 
 const edges: [string, string, Date, string[]][] = [
