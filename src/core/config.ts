@@ -3,9 +3,9 @@
 // The contract is the TypeBox schema in config-schema.ts: it gives the types, the defaults and the
 // published JSON Schema, and is checked first; what JSON Schema cannot say is checked here after it.
 import { Errors, type ValueError, ValueErrorType } from '@sinclair/typebox/errors';
-import cron from 'node-cron';
+import { parseCron } from './cron.js';
 import { type ConfigFile, ConfigSchema } from './config-schema.js';
-import { ConfigError } from './errors.js';
+import { ConfigError, errorMessage } from './errors.js';
 import { type NameSet, PRODUCTION_SET, maxNumber, nameSetProblems } from './namesets.js';
 import { type Cidr4, type HostPort, formatHostPort, parseCidr4, parseHostPort } from './net.js';
 
@@ -176,7 +176,11 @@ export function parseConfig(raw: unknown): Config {
     listen: v.dns.listen.map((x, i) => hostPort(x, `dns.listen[${i}]`, 53)),
     allowClients: v.dns.allowClients.map((x, i) => anyCidr(x, `dns.allowClients[${i}]`)),
   };
-  if (!cron.validate(v.refresh.schedule)) throw new ConfigError('refresh.schedule', v.refresh.schedule, 'must be a cron expression like "* * * * *"');
+  try {
+    parseCron(v.refresh.schedule);
+  } catch (err) {
+    throw new ConfigError('refresh.schedule', v.refresh.schedule, `must be a cron expression like "* * * * *" (${errorMessage(err)})`);
+  }
   const metrics = { listen: v.metrics.listen.map((x, i) => hostPort(x, `metrics.listen[${i}]`, 9523)) };
 
   const vipPool = cidr4(v.vipPool, 'vipPool');
