@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Entry point: parses the command line and wires the real I/O (child processes, files, node-cron, winston,
+// Entry point: parses the command line and wires the real I/O (child processes, files, timers, the logger,
 // signals) into the pure core. Exit codes: 0 ok, 1 failed, 2 bad config or usage.
 import { runSignals } from './cli/signals.js';  // first: queues SIGHUP/SIGTERM while the rest loads
 import { readFile, mkdir } from 'node:fs/promises';
@@ -19,7 +19,7 @@ import { systemTool } from './core/tools.js';
 import type { PreflightOptions, Problem } from './ops/preflight.js';
 
 // What only some commands use is imported when a command needs it: --help,
-// render and status do not load winston, node-cron, dns-packet or the daemon. System tools run
+// render and status do not load the logger, the scheduler, dns-packet or the daemon. System tools run
 // through runTool (src/cli/exec.ts, node:child_process): execa costs the daemon ~5 MB.
 const createLogger = async (level: Config['log']['level'], format: Config['log']['format']) => (await import('./cli/logger.js')).createLogger(level, format);
 const formatProblem = async () => (await import('./ops/preflight.js')).formatProblem;
@@ -188,7 +188,7 @@ async function main(argv: string[]): Promise<number> {
     case 'run': {
       const problems = await unsafe(config, { for: 'run' });
       if (problems.length > 0) return refuse('run', problems);
-      const [{ startDaemon }, { default: cron }, log] = await Promise.all([import('./ops/daemon.js'), import('node-cron'), logger()]);
+      const [{ startDaemon }, { createScheduler }, log] = await Promise.all([import('./ops/daemon.js'), import('./cli/scheduler.js'), logger()]);
       const format = await formatProblem();
       // A read-only or full /var must not stop DNS and forwarding: the daemon reports it instead.
       await mkdir(config.stateDir, { recursive: true }).catch((err: unknown) => log.error(`stateDir ${config.stateDir}: ${errorMessage(err)}`));
@@ -201,7 +201,8 @@ async function main(argv: string[]): Promise<number> {
         store: createStateStore(config.stateDir),
         clock: Date.now,
         makeResolver: await resolverFactory(log),
-        schedule: (expr, task) => cron.schedule(expr, task),
+        // setTimeout to each next run (src/cli/scheduler.ts): node-cron paged in ~7 MB of ICU data.
+        schedule: createScheduler(),
         // A reload is refused like a start (the daemon logs it and keeps the running configuration).
         loadConfig: async () => {
           const next = await loadConfig(configPath);

@@ -131,7 +131,7 @@ export const ConfigSchema = Type.Object({
     tcpFrameTimeoutMs: int(100, 60000, 2000, 'A DNS-over-TCP query must arrive whole within this many ms of its first byte, else the connection is closed.'),
   }),
   refresh: section('Refresh cycles (resolving the couriers and updating the kernel map).', {
-    schedule: text('* * * * *', 'Cron expression (node-cron, optional seconds field) for refresh cycles.'),
+    schedule: text('* * * * *', 'Cron expression (5 fields, or 6 with seconds first; local time) for refresh cycles.'),
     maxStaleSeconds: int(0, 365 * 86400, 86400, 'How long last-known-good addresses stay mapped while resolution fails, seconds.'),
   }),
   fallback: section('The userspace fallback for couriers without a mapping (TPROXY + policy routing).', {

@@ -9,10 +9,10 @@
 import { createRequire } from 'node:module';
 import type { TSchema } from '@sinclair/typebox';
 import type { ValueError } from '@sinclair/typebox/errors';
-import cron from 'node-cron';
 import type { ConfigFile } from './config-schema.js';
 import { DEFAULTS as SCHEMA_DEFAULTS, checkConfig, configSchema } from './config-contract.generated.js';
-import { ConfigError } from './errors.js';
+import { parseCron } from './cron.js';
+import { ConfigError, errorMessage } from './errors.js';
 import { type NameSet, PRODUCTION_SET, maxNumber, nameSetProblems } from './namesets.js';
 import { type Cidr4, type HostPort, formatHostPort, parseCidr4, parseHostPort } from './net.js';
 
@@ -198,7 +198,11 @@ export function parseConfig(raw: unknown): Config {
     listen: v.dns.listen.map((x, i) => hostPort(x, `dns.listen[${i}]`, 53)),
     allowClients: v.dns.allowClients.map((x, i) => anyCidr(x, `dns.allowClients[${i}]`)),
   };
-  if (!cron.validate(v.refresh.schedule)) throw new ConfigError('refresh.schedule', v.refresh.schedule, 'must be a cron expression like "* * * * *"');
+  try {
+    parseCron(v.refresh.schedule);
+  } catch (err) {
+    throw new ConfigError('refresh.schedule', v.refresh.schedule, `must be a cron expression like "* * * * *" (${errorMessage(err)})`);
+  }
   const metrics = { listen: v.metrics.listen.map((x, i) => hostPort(x, `metrics.listen[${i}]`, 9523)) };
 
   const vipPool = cidr4(v.vipPool, 'vipPool');

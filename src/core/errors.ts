@@ -2,6 +2,7 @@
 
 export type ErrorCode =
   | 'E_CONFIG'        // configuration file missing, unreadable or invalid
+  | 'E_CRON'          // a cron expression (refresh.schedule) that parseCron refuses
   | 'E_USAGE'         // bad command line
   | 'E_NFT'           // nft refused a transaction or could not be run
   | 'E_ROUTING'       // ip (the fallback's policy routing) failed or could not be run

@@ -1,4 +1,4 @@
-// Logging: the small interface every layer logs through (the entry point wires winston behind it),
+// Logging: the small interface every layer logs through (the entry point wires the line logger behind it),
 // and the limiter that keeps a flood of similar events from becoming a flood of lines.
 
 export interface Logger {

@@ -186,6 +186,9 @@ test('the error messages keep their words', (t) => {
   t.is(message({ ports: [443, 5223, 443] }), 'config: ports: lists 443 twice, got [443,5223,443]');
   t.is(message({ fallback: { enabled: 'yes' } }), 'config: fallback.enabled: must be true or false, got "yes"');
   t.is(message({ refresh: { schedule: '' } }), 'config: refresh.schedule: must be a non-empty string, got ""');
+  t.is(message({ refresh: { schedule: 'every minute' } }), 'config: refresh.schedule: must be a cron expression like "* * * * *" (expression "every minute": expected 5 or 6 fields, got 2), got "every minute"');
+  t.is(message({ refresh: { schedule: '61 * * * *' } }), 'config: refresh.schedule: must be a cron expression like "* * * * *" (minute "61": 61 is outside 0-59), got "61 * * * *"');
+  t.is(message({ refresh: { schedule: '0 0 31 2 *' } }), 'config: refresh.schedule: must be a cron expression like "* * * * *" (day of month "31": no listed month (2) has that day), got "0 0 31 2 *"');
   t.is(message({ nft: { table: 'apns-proxy' } }), 'config: nft.table: must be a letter followed by up to 31 letters, digits or underscores, got "apns-proxy"');
   t.is(message({ stateDir: 'var/lib' }), 'config: stateDir: must be an absolute path, got "var/lib"');
   t.is(message({ log: { level: 'verbose' } }), 'config: log.level: must be one of error, warn, info, debug, got "verbose"');

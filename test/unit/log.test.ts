@@ -40,3 +40,29 @@ test('setLevel changes what is logged (SIGHUP reload)', async (t) => {
   await tick();
   t.deepEqual(out, ['error: shown']);
 });
+
+test('json format: exact object with meta between message and timestamp (a fixed clock)', (t) => {
+  const stream = new PassThrough();
+  const at = new Date('2026-11-30T12:00:00.000Z');
+  const logger = createLogger('info', 'json', stream, () => at);
+  logger.warn('refresh: failed', { couriers: 3, names: ['a', 'b'] });
+  logger.debug('not written at info');
+  t.is(String(stream.read()), '{"level":"warn","message":"refresh: failed","couriers":3,"names":["a","b"],"timestamp":"2026-11-30T12:00:00.000Z"}\n');
+});
+
+test('every level below the configured one is written, the ones above are not', (t) => {
+  const lines = (level: 'error' | 'warn' | 'info' | 'debug') => {
+    const stream = new PassThrough();
+    const l = createLogger(level, 'text', stream);
+    l.error('e'); l.warn('w'); l.info('i'); l.debug('d');
+    return String(stream.read() ?? '').trim().split('\n').filter(Boolean).map((s) => s.split(':')[0]);
+  };
+  t.deepEqual(lines('error'), ['error']);
+  t.deepEqual(lines('warn'), ['error', 'warn']);
+  t.deepEqual(lines('info'), ['error', 'warn', 'info']);
+  t.deepEqual(lines('debug'), ['error', 'warn', 'info', 'debug']);
+});
+
+test('an unknown level is refused with the bad value in the message', (t) => {
+  t.throws(() => createLogger('verbose' as 'info', 'text', new PassThrough()), { message: /got "verbose"/ });
+});
