@@ -4,13 +4,14 @@
 //   node dist/bench/footprint.js [--runs N] [--settle S] [--only id,id] [--quick] [--no-record]
 //
 // One lab (bench/lib/lab.ts: namespaces apxb<pid>-<hex>-{c,r,u}, deleted at the end). A state file
-// of couriers 1..200 (today's default name set; the name sets will add more) is made once by a
-// daemon with a live fake-apple; every measured start then copies it and points upstreamDns at
+// of every default name set (couriers 0..200, sandbox couriers 0..200, the bag and provider hosts:
+// 408 names) is made once by `apns-proxy refresh` with a live fake-apple; every measured start then copies it and points upstreamDns at
 // 203.0.113.99, where nothing answers (silent upstream: ARP for it fails). Each contender listens
 // on 192.0.2.1:53 in the router namespace, one at a time, rounds interleaved:
 //   - node-bare: node -e 'setInterval(()=>{},1e9)' (no DNS)
-//   - apns-proxy run under several node flag sets (the systemd unit's choice among them)
-//   - unbound and dnsmasq serving the same 200 names as a local zone, forwarding the rest to the silent upstream
+//   - apns-proxy run with no flags, with the unit's environment (read from systemd/apns-proxy.service,
+//     so the row measures what ships) and with V8 flags beyond it
+//   - unbound and dnsmasq serving the same 408 names as a local zone, forwarding the rest to the silent upstream
 // Time to first answer: a UDP prober in the client namespace asks for 1-courier.push.apple.com every
 // 5 ms from just before the spawn; the first NOERROR answer with an address ends it. Idle RSS:
 // VmRSS from /proc, median of 5 samples 1 s apart, after `settle` seconds. DNS q/s: 3 s of 32
@@ -80,6 +81,19 @@ if (mode === 'first') {
 `;
 
 /** name → VIP of every row `status --json` lists (the arrays of rows with a vip, one per name set). */
+/** The Environment= lines of the systemd unit, as systemd would set them (one KEY=VALUE per line here). */
+function unitEnvironment(file: string): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^Environment=(?:"([^"]*)"|(\S+))\s*$/.exec(line.trim());
+    const kv = m?.[1] ?? m?.[2];
+    if (!kv) continue;
+    const eq = kv.indexOf('=');
+    env[kv.slice(0, eq)] = kv.slice(eq + 1);
+  }
+  return env;
+}
+
 function zoneOf(statusJson: string): { name: string; vip: string }[] {
   const doc = JSON.parse(statusJson) as Record<string, unknown>;
   return Object.values(doc).filter(Array.isArray).flat()
@@ -140,24 +154,29 @@ async function main(): Promise<number> {
     writeFileSync(path.join(lab.dir, 'dnsmasq.hosts'), zone.map((z) => `${z.vip} ${z.name}`).join('\n') + '\n');
     const node = process.execPath;
     const cliJs = path.join(lab.root, 'dist/src/cli.js');
-    const daemon = (id: string, label: string, flags: string[], qps = true): Contender => ({
+    const unit = unitEnvironment(path.join(lab.root, 'systemd/apns-proxy.service'));
+    const unitText = Object.entries(unit).map(([k, v]) => `${k}=${v}`).join(' ');
+    // V8 flags such as --no-opt are refused in NODE_OPTIONS: they go on the command line.
+    // `env` execs node: the pid measured is node's; env -u drops what the bench's own shell may carry
+    const daemon = (id: string, label: string, env: Record<string, string>, flags: string[] = [], qps = true): Contender => ({
       id, label, dns: true, qps,
       start: (l) => {
         rmSync(cfg.stateDir, { recursive: true, force: true });
         cpSync(stateSeed, cfg.stateDir, { recursive: true });
-        return l.bg(l.ns.r, id, [node, ...flags, cliJs, 'run', '--config', cfg.path]);
+        return l.bg(l.ns.r, id, ['env', '-u', 'NODE_OPTIONS', '-u', 'MALLOC_ARENA_MAX', ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
+          node, ...flags, cliJs, 'run', '--config', cfg.path]);
       },
       cleanup: async (l) => { await cli(l, cfg, ['flush']); },
     });
     const all: Contender[] = [
       { id: 'node-bare', label: "`node -e 'setInterval(()=>{},1e9)'`", dns: false, start: (l) => l.bg(l.ns.r, 'node-bare', [node, '-e', 'setInterval(()=>{},1e9)']) },
-      daemon('run', '`apns-proxy run` (no node flags)', []),
-      daemon('run-semi1', '`apns-proxy run`, `--max-semi-space-size=1`', ['--max-semi-space-size=1']),
-      daemon('run-lite', '`apns-proxy run`, `--lite-mode`', ['--lite-mode']),
-      daemon('run-size', '`apns-proxy run`, `--optimize-for-size`', ['--optimize-for-size']),
-      daemon('run-size-semi1', '`apns-proxy run`, `--optimize-for-size --max-semi-space-size=1`', ['--optimize-for-size', '--max-semi-space-size=1']),
-      { id: 'unbound', label: 'unbound (local zone of the 200 names)', dns: true, start: (l) => l.bg(l.ns.r, 'unbound', ['unbound', '-d', '-c', path.join(l.dir, 'unbound.conf')]) },
-      { id: 'dnsmasq', label: 'dnsmasq (the 200 names as a hosts file)', dns: true, start: (l) => l.bg(l.ns.r, 'dnsmasq', [
+      daemon('run', '`apns-proxy run` (no node flags, no environment)', {}),
+      daemon('run-semi1', '`apns-proxy run`, `NODE_OPTIONS=--max-semi-space-size=1` (the unit before this change)', { NODE_OPTIONS: '--max-semi-space-size=1' }),
+      daemon('run-unit', `\`apns-proxy run\` as systemd/apns-proxy.service runs it (\`${unitText}\`)`, unit),
+      daemon('run-unit-noopt', '… the unit plus `node --no-opt` (no TurboFan)', unit, ['--no-opt']),
+      daemon('run-unit-lite', '… the unit plus `node --lite-mode`', unit, ['--lite-mode']),
+      { id: 'unbound', label: `unbound (local zone of the ${zone.length} names)`, dns: true, start: (l) => l.bg(l.ns.r, 'unbound', ['unbound', '-d', '-c', path.join(l.dir, 'unbound.conf')]) },
+      { id: 'dnsmasq', label: `dnsmasq (the ${zone.length} names as a hosts file)`, dns: true, start: (l) => l.bg(l.ns.r, 'dnsmasq', [
         'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--no-resolv', '--no-hosts', `--listen-address=${LISTEN}`, '--bind-interfaces',
         '--port=53', `--addn-hosts=${path.join(l.dir, 'dnsmasq.hosts')}`, `--server=${SILENT}`, '--user=root', '--pid-file=', '--cache-size=1000']) },
     ];
@@ -238,7 +257,7 @@ async function main(): Promise<number> {
       '',
       `Measured ${started.toISOString().slice(0, 16).replace('T', ' ')} UTC by \`${cmd}\` (as root, after \`npm run build\`; ${runs} interleaved round(s), settle ${settle} s; ${versions}).`,
       `Each contender alone in the router namespace on ${LISTEN}:53; apns-proxy with default settings (fallback on, DNS on), a state file of every default name set (couriers 0..200, sandbox couriers 0..200, the bag and provider hosts)`,
-      `(every default name set) and upstream DNS silent (${SILENT}, nobody there). Idle RSS: VmRSS, median of 5 samples`,
+      `and upstream DNS silent (${SILENT}, nobody there). Idle RSS: VmRSS, median of 5 samples`,
       '1 s apart after settling, median over rounds (every round listed). First answer: spawn to the first NOERROR answer for 1-courier.push.apple.com,',
       'asked every 5 ms from the client namespace. q/s: 32 queries in flight for the 200 names, native UDP fast path on (the default) and off (every answer in JavaScript);',
       'the prober is one node process, and q/s is bounded by it: the columns price a flag\'s JavaScript cost, not the server\'s capacity (bench/dns measures that).',
