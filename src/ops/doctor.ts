@@ -51,9 +51,9 @@ export const FEATURES: readonly { name: string; modules: string; chain: string; 
   { name: 'tproxy (the fallback)', modules: 'nft_tproxy', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; meta l4proto tcp ip daddr . meta l4proto . th dport @vipports tproxy ip to 127.0.0.1:15223 accept' },
   {
     name: 'direct connections (ct mark, reject with tcp reset, interval set)', modules: 'nft_ct nft_reject_inet',
-    chain: 'type filter hook forward priority filter - 5; policy accept; ct status dnat accept; ct state new ip daddr . meta l4proto . th dport @vipports ct mark set ct mark | 0x20000000 accept; ct state new ip daddr @upstream tcp dport 5223 reject with tcp reset',
+    chain: 'type filter hook forward priority filter - 5; policy accept; ct status dnat accept; ct state established,related accept; ct state new ip daddr . meta l4proto . th dport @vipports ct mark set ct mark | 0x20000000 accept; ct state new ip daddr @upstream tcp dport 5223 reject with tcp reset',
   },
-  { name: 'socket transparent (the fallback)', modules: 'nft_socket', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; meta l4proto tcp socket transparent 1 meta mark set 0x2a accept' },
+  { name: 'socket transparent (the fallback)', modules: 'nft_socket', chain: 'type filter hook prerouting priority dstnat + 10; policy accept; ct status dnat accept; ip daddr != @vips accept; meta l4proto tcp socket transparent 1 meta mark set 0x2a accept' },
 ];
 
 /** The feature's chain in a table shaped like ours (the map with counters, the vipports and vips sets); `elements`: with commented elements too. */

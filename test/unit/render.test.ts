@@ -54,11 +54,23 @@ test('masquerade and fallback can be switched off; the stamp follows the rules',
   t.true(on.text.includes(`comment "${on.stamp}"`));
 });
 
+// Every packet the router receives passes the fallback chain: the cheap tests come first (bench/RESULTS.md, hot path).
+test('fallback chain: DNATed flows leave on ct status, other addresses after one lookup, before any socket or TPROXY rule', (t) => {
+  const chain = /\n\tchain fallback \{\n([\s\S]*?)\n\t\}/.exec(renderRuleset(testConfig(), TEMPLATE).text)?.[1];
+  t.is(chain, [
+    '\t\ttype filter hook prerouting priority dstnat + 10; policy accept;',
+    '\t\tct status dnat accept',
+    '\t\tip daddr != @vips accept',
+    '\t\tmeta l4proto tcp socket transparent 1 meta mark set 0x2a accept',
+    '\t\tmeta l4proto tcp ip daddr . meta l4proto . th dport @vipports tproxy ip to 127.0.0.1:15223 meta mark set 0x2a accept',
+  ].join('\n'));
+});
+
 test('nft.snat: source NAT to the shared address instead of masquerade (precedence), invalid packets of our flows dropped', (t) => {
   const pair = renderRuleset(testConfig({ nft: { snat: '203.0.113.1' } }), TEMPLATE);
   t.regex(pair.text, /\n\t\tct status dnat ct original ip daddr @vips snat ip to 203\.0\.113\.1\n/);
   t.notRegex(pair.text, /masquerade/, 'snat takes precedence over nft.masquerade (true by default)');
-  t.regex(pair.text, /chain pair \{\n\t\ttype filter hook prerouting priority dstnat - 10; policy accept;\n\t\tip daddr @vips ct state invalid drop\n\t\tip daddr 203\.0\.113\.1 ct state invalid drop\n\t\tip daddr \. meta l4proto \. th dport @direct ct state invalid drop\n\t\}/);
+  t.regex(pair.text, /chain pair \{\n\t\ttype filter hook prerouting priority dstnat - 10; policy accept;\n\t\tct state invalid ip daddr @vips drop\n\t\tct state invalid ip daddr 203\.0\.113\.1 drop\n\t\tct state invalid ip daddr \. meta l4proto \. th dport @direct drop\n\t\}/);
   t.regex(pair.text, /\n\t\tct mark & 0x20000000 == 0x20000000 snat ip to 203\.0\.113\.1\n/, 'direct flows: the shared address too');
   const both = renderRuleset(testConfig({ nft: { snat: '203.0.113.1', masquerade: false } }), TEMPLATE);
   t.is(both.text, pair.text.replace(pair.stamp, both.stamp));
@@ -147,6 +159,7 @@ test('direct: the forward chain accepts and marks mapped addresses on their port
   t.is(chain(def), [
     '\t\ttype filter hook forward priority filter - 5; policy accept;',
     '\t\tct status dnat accept',
+    '\t\tct state established,related accept',
     '\t\tct state new ip daddr . meta l4proto . th dport @direct ct mark set ct mark | 0x20000000 accept',
     '\t\tct state new ip daddr @upstream tcp dport 5223 reject with tcp reset',
   ].join('\n'));
@@ -164,6 +177,7 @@ test('direct: the forward chain accepts and marks mapped addresses on their port
   t.is(chain(quiet), [
     '\t\ttype filter hook forward priority filter - 5; policy accept;',
     '\t\tct status dnat accept',
+    '\t\tct state established,related accept',
     '\t\tct state new ip daddr . meta l4proto . th dport @direct accept',
   ].join('\n'), 'forward off: mapped addresses are left alone (never reset), not marked');
   t.notRegex(quiet, /ct mark|reject/);
