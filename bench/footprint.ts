@@ -38,10 +38,17 @@ interface Contender {
   readonly qps?: boolean;
 }
 
-interface Sample { id: string; rssMb: number; firstAnswerMs: number | null; qps?: number; qpsJs?: number }
+interface Sample { id: string; rssMb: number; firstAnswerMs: number | null; split: string; qps?: number; qpsJs?: number }
 
 function log(s: string): void {
   process.stderr.write(`[${new Date().toISOString().slice(11, 19)}] ${s}\n`);
+}
+
+/** "anon A MB, file F MB": where the resident memory is (private heap and stacks vs mapped files such as the node binary). */
+function rssSplit(pid: number): string {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN) / 1024;
+  return `anon ${kb('RssAnon').toFixed(1)} MB, file ${kb('RssFile').toFixed(1)} MB`;
 }
 
 function vmRssMb(pid: number): number {
@@ -208,13 +215,13 @@ async function main(): Promise<number> {
           await sleep(settle * 1000);
           const rss: number[] = [];
           for (let i = 0; i < 5; i++) { rss.push(vmRssMb(proc.pid)); await sleep(1000); }
-          const s: Sample = { id: c.id, rssMb: median(rss), firstAnswerMs };
+          const s: Sample = { id: c.id, rssMb: median(rss), firstAnswerMs, split: rssSplit(proc.pid) };
           if (c.dns) {
             const q = await lab.exec(lab.ns.c, [node, prober, 'qps', quick ? '1' : '3', '32'], { timeoutMs: 20000 });
             s.qps = (JSON.parse(q.stdout.trim().split('\n').pop()!) as { qps: number }).qps;
           }
           samples.push(s);
-          log(`round ${round} ${c.id}: idle RSS ${s.rssMb.toFixed(1)} MB, first answer ${firstAnswerMs ?? '-'} ms${s.qps ? `, ${Math.round(s.qps)} q/s` : ''}`);
+          log(`round ${round} ${c.id}: idle RSS ${s.rssMb.toFixed(1)} MB (${s.split}), first answer ${firstAnswerMs ?? '-'} ms${s.qps ? `, ${Math.round(s.qps)} q/s` : ''}`);
         } finally {
           await proc.stop(10000);
           await probe?.stop(1000);
