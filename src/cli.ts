@@ -203,6 +203,8 @@ async function main(argv: string[]): Promise<number> {
         makeResolver: await resolverFactory(log),
         // setTimeout to each next run (src/cli/scheduler.ts): node-cron paged in ~7 MB of ICU data.
         schedule: createScheduler(),
+        // gc exists under node --expose-gc (the unit sets it): a cycle that grew the heap gives it back
+        heap: { gc: typeof globalThis.gc === 'function' ? () => globalThis.gc!() : undefined, heap: () => process.memoryUsage() },
         // A reload is refused like a start (the daemon logs it and keeps the running configuration).
         loadConfig: async () => {
           const next = await loadConfig(configPath);

@@ -13,6 +13,7 @@ import { sharedLookup } from '../fallback/lookup.js';
 import type { Logger } from '../core/log.js';
 import { Metrics, serveMetrics } from './metrics.js';
 import { StatusSource } from './status-data.js';
+import { type CompactorOptions, heapCompactor } from './compact.js';
 
 export interface Scheduled { stop(): void }
 export type Scheduler = (expression: string, task: () => void) => Scheduled;
@@ -25,6 +26,8 @@ export interface DaemonDeps extends Omit<ControllerDeps, 'logger'> {
   readonly loadNative: () => RelayAddon;
   /** Tests may replace how the fallback listens and learns the original destination. */
   readonly fallbackOverrides?: Pick<FallbackDeps, 'listen' | 'originalDestination'>;
+  /** V8's full collection and heap size, for giving memory back after a cycle that grew the heap (compact.ts). */
+  readonly heap?: Pick<CompactorOptions, 'gc' | 'heap'>;
 }
 
 /** How long stop() waits for a cycle in progress before the process may exit. */
@@ -90,6 +93,14 @@ export async function startDaemon(deps: DaemonDeps): Promise<Daemon> {
   });
   controller.onReport((report) => status.recorded(report));
   status.recorded(startReport);
+  if (deps.heap?.gc) {
+    const compact = heapCompactor({ ...deps.heap, clock: deps.clock });
+    // after the cycle has returned, so its garbage is garbage
+    controller.onReport(() => void setImmediate(() => {
+      const c = compact();
+      if (c) logger.debug(`heap compacted after a refresh: ${(c.beforeBytes / 2 ** 20).toFixed(1)} → ${(c.afterBytes / 2 ** 20).toFixed(1)} MiB committed`);
+    }));
+  }
   try {
     try {
       const control = await serveControl(controlPath(config.stateDir), async (cmd) => {
