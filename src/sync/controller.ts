@@ -1,6 +1,5 @@
 // The refresh cycle (kube-proxy style): declare the whole desired state, diff it against what the
 // kernel was last given, send one transaction; publish and persist only after the kernel accepted it.
-import { isDeepStrictEqual } from 'node:util';
 import type { Config } from '../core/config.js';
 import { courierForVip, courierName } from '../core/couriers.js';
 import { PRODUCTION_SET } from '../core/namesets.js';
