@@ -20,10 +20,10 @@
 import { cpSync, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ADDR, type Lab, createLab } from './lib/lab.js';
+import { type Lab, createLab } from './lib/lab.js';
 import { type Bg, sleep } from './lib/proc.js';
 import { median, table } from './lib/report.js';
-import { type ApnsConfig, allSetsScenario, cli } from './lib/router.js';
+import { type ApnsConfig, allSetsScenario, cli, nameSetsConfig } from './lib/router.js';
 
 const COURIERS = 200;
 const SILENT = '203.0.113.99';
@@ -107,18 +107,6 @@ function zoneOf(statusJson: string): { name: string; vip: string }[] {
     .filter((row): row is { name: string; vip: string } => typeof row?.name === 'string' && typeof row?.vip === 'string');
 }
 
-/** Every default name set on the bench lab's prefixes (198.18.101.1 is HAProxy's in this lab: sandbox on .104). */
-function allSetsConfig(lab: Lab, name: string): ApnsConfig {
-  const stateDir = path.join(lab.dir, `state-${name}`);
-  const file = path.join(lab.dir, `apns-${name}.json`);
-  writeFileSync(file, JSON.stringify({
-    vipPrefix: ADDR.vipPrefix, couriers: { first: 0, last: 200 }, nameSets: { sandbox: { vipPrefix: '198.18.104.0/24' } },
-    vipPool: '198.18.102.0/24', upstreamDns: [ADDR.dns], allowedUpstreamNets: ['203.0.113.0/24'], resolver: { timeoutMs: 1000 },
-    dns: { listen: [] }, refresh: { schedule: '0 0 1 1 *' }, stateDir, log: { level: 'info' },
-  }, null, 1));
-  return { path: file, stateDir };
-}
-
 async function main(): Promise<number> {
   const { values } = parseArgs({ options: { only: { type: 'string' }, runs: { type: 'string' }, settle: { type: 'string' }, quick: { type: 'boolean' }, 'no-record': { type: 'boolean' } } });
   if (process.getuid?.() !== 0) throw new Error('needs root (network namespaces, nftables)');
@@ -133,7 +121,7 @@ async function main(): Promise<number> {
   try {
     // --- the state file: one daemon with a live upstream resolves every default name set, then stops
     await lab.setScenario(allSetsScenario());
-    const seed = allSetsConfig(lab, 'seed');
+    const seed = nameSetsConfig(lab, 'seed');
     const seedCfg = JSON.parse(readFileSync(seed.path, 'utf8')) as Record<string, unknown>;
     const r = await cli(lab, seed, ['refresh'], 120000);
     if (!/\d+ fresh/.test(r.stdout)) throw new Error(`seed refresh: ${r.stdout} ${r.stderr}`);

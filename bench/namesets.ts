@@ -5,26 +5,10 @@
 // (`nft monitor` prints nothing meanwhile). Prints a Markdown block for bench/RESULTS.md.
 //
 //   npm run build && node dist/bench/namesets.js [--runs 3]        (as root)
-import { writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { ADDR, type Lab, createLab } from './lib/lab.js';
-import { type ApnsConfig, allSetsScenario, cli } from './lib/router.js';
+import { type Lab, createLab } from './lib/lab.js';
+import { type ApnsConfig, allSetsScenario, cli, nameSetsConfig } from './lib/router.js';
 import { sleep } from './lib/proc.js';
-
-function config(lab: Lab, name: string, allSets: boolean): ApnsConfig {
-  const stateDir = path.join(lab.dir, `state-${name}`);
-  const file = path.join(lab.dir, `apns-${name}.json`);
-  writeFileSync(file, JSON.stringify({
-    vipPrefix: ADDR.vipPrefix, couriers: { first: 0, last: 200 },
-    // sandbox VIPs on 198.18.104.0/24: the bench lab keeps 198.18.101.1 for HAProxy
-    nameSets: allSets ? { sandbox: { vipPrefix: '198.18.104.0/24' } } : { sandbox: { enabled: false }, bag: { enabled: false }, provider: { enabled: false } },
-    vipPool: '198.18.102.0/24',
-    upstreamDns: [ADDR.dns], allowedUpstreamNets: ['203.0.113.0/24'], resolver: { timeoutMs: 1000 },
-    dns: { listen: [] }, refresh: { schedule: '0 0 1 1 *' }, stateDir, log: { level: 'info' },
-  }, null, 1));
-  return { path: file, stateDir };
-}
 
 interface Run { wallMs: number; resolveMs: number; nftMs: number; sync: string; elements: number; fresh: number }
 
@@ -38,7 +22,7 @@ async function refresh(lab: Lab, cfg: ApnsConfig): Promise<Run> {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 async function measure(lab: Lab, name: string, allSets: boolean, runs: number, log: (s: string) => void) {
-  const cfg = config(lab, name, allSets);
+  const cfg = nameSetsConfig(lab, name, allSets);
   const cold: Run[] = [];
   const same: Run[] = [];
   const monitorLines: number[] = [];

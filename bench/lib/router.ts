@@ -64,6 +64,23 @@ export function apnsConfig(lab: Lab, name: string, last: number, maxConnections 
   return { path: file, stateDir };
 }
 
+/**
+ * Couriers 0..200 and, with allSets, every other default name set (sandbox VIPs on 198.18.104.0/24:
+ * this lab keeps 198.18.101.1 for HAProxy), or the other sets off; refreshes only when asked.
+ */
+export function nameSetsConfig(lab: Lab, name: string, allSets = true): ApnsConfig {
+  const stateDir = path.join(lab.dir, `state-${name}`);
+  const file = path.join(lab.dir, `apns-${name}.json`);
+  writeFileSync(file, JSON.stringify({
+    vipPrefix: ADDR.vipPrefix, couriers: { first: 0, last: 200 },
+    nameSets: allSets ? { sandbox: { vipPrefix: '198.18.104.0/24' } } : { sandbox: { enabled: false }, bag: { enabled: false }, provider: { enabled: false } },
+    vipPool: '198.18.102.0/24',
+    upstreamDns: [ADDR.dns], allowedUpstreamNets: ['203.0.113.0/24'], resolver: { timeoutMs: 1000 },
+    dns: { listen: [] }, refresh: { schedule: '0 0 1 1 *' }, stateDir, log: { level: 'info' },
+  }, null, 1));
+  return { path: file, stateDir };
+}
+
 export const cliArgv = (lab: Lab, cfg: ApnsConfig, ...args: string[]): string[] =>
   [process.execPath, path.join(lab.root, 'dist/src/cli.js'), ...args, '--config', cfg.path];
 
