@@ -79,9 +79,8 @@ export function createNftRunner(exec: Exec, nftPath = 'nft'): NftRunner {
       return text === null ? 'absent' : parseTableOwner(text, table);
     },
     async tableHandle(table) {
-      const r = await run(['-j', 'list', 'tables', 'inet']);
-      if (r.failed) throw new ApnsProxyError('E_NFT', `nft list tables failed: ${r.stderr.trim()}`);
-      return parseTableHandle(r.stdout, table);
+      const text = await list(['tables', 'inet']);
+      return text === null ? null : parseTableHandle(text, table);
     },
   };
 }
@@ -119,13 +118,6 @@ export function parseMapJson(text: string): LiveMap {
   const map = parseJson(text).nftables?.find((o) => o.map)?.map;
   if (!map) throw new ApnsProxyError('E_NFT', 'nft JSON output has no map object');
   return liveMap(map);
-}
-
-/** Parses `nft -j list set … vipports` (or direct): elements {concat: [address, "tcp"|"udp", port]}. */
-export function parsePortsJson(text: string): PortElement[] {
-  const set = parseJson(text).nftables?.find((o) => o.set)?.set;
-  if (!set) throw new ApnsProxyError('E_NFT', 'nft JSON output has no set object');
-  return triples(set);
 }
 
 /** Parses `nft -j list table inet TABLE`: the handle, our map and our sets (each null when absent). */

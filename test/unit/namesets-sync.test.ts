@@ -10,7 +10,7 @@ import type { Config } from '../../src/core/config.js';
 import { parseConfig } from '../../src/core/config.js';
 import { Controller } from '../../src/sync/controller.js';
 import { createStateStore, parseState } from '../../src/sync/state.js';
-import { parseMapJson, parsePortsJson } from '../../src/nft/runner.js';
+import { parseMapJson, parseTableJson } from '../../src/nft/runner.js';
 import { statusRows, formatStatus } from '../../src/ops/status.js';
 import { Metrics } from '../../src/ops/metrics.js';
 import { FakeNft } from '../helpers/fake-nft.js';
@@ -244,7 +244,7 @@ test('addresses outside a set\'s own allowedUpstreamNets are never programmed fo
   t.true(logger.lines.some((l) => /api\.push\.apple\.com: ignored 203\.0\.113\.21 \(outside allowedUpstreamNets\)/.test(l)), logger.lines.join('\n'));
 }));
 
-test('parseMapJson and parsePortsJson read nft 1.0.6\'s real JSON: elements with comment and counter, plain ones, sets', (t) => {
+test('parseMapJson and parseTableJson read nft 1.0.6\'s real JSON: elements with comment and counter, plain ones, sets', (t) => {
   // captured with `ip netns exec x nft -j list map inet apns_proxy couriers4` (nft 1.0.6, map with counter)
   const map = '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"map": {"family": "inet", "name": "couriers4", "table": "apns_proxy", "type": ["ipv4_addr", "integer"], "handle": 4, "comment": "apns-proxy x", "map": "ipv4_addr", "elem": [[{"elem": {"val": {"concat": ["198.18.100.5", 3]}, "comment": "5-courier.push.apple.com", "counter": {"packets": 7, "bytes": 420}}}, "17.57.145.37"], [{"elem": {"val": {"concat": ["198.18.100.5", 4]}, "comment": "5-courier.push.apple.com", "counter": {"packets": 0, "bytes": 0}}}, "17.57.145.38"]], "stmt": [{"counter": null}]}}]}';
   const m = parseMapJson(map);
@@ -261,8 +261,8 @@ test('parseMapJson and parsePortsJson read nft 1.0.6\'s real JSON: elements with
   ]);
   t.throws(() => parseMapJson('{"nftables": [{"map": {"elem": [[{"elem": {"val": "198.18.100.6"}}, "203.0.113.1"]]}}]}'), { message: /unexpected element/ });
   const set = '{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"set": {"family": "inet", "name": "vipports", "table": "apns_proxy", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 5, "elem": [{"concat": ["198.18.100.5", "tcp", 5223]}, {"concat": ["198.18.102.1", "udp", 123]}]}}]}';
-  t.deepEqual(parsePortsJson(set), [{ vip: '198.18.100.5', proto: 'tcp', port: 5223 }, { vip: '198.18.102.1', proto: 'udp', port: 123 }]);
-  t.throws(() => parsePortsJson('{"nftables": [{"set": {"elem": [{"concat": ["198.18.100.5", "sctp", 1]}]}}]}'), { message: /unexpected set element/ });
+  t.deepEqual(parseTableJson(set, 'apns_proxy').ports, [{ vip: '198.18.100.5', proto: 'tcp', port: 5223 }, { vip: '198.18.102.1', proto: 'udp', port: 123 }]);
+  t.throws(() => parseTableJson('{"nftables": [{"set": {"table": "apns_proxy", "name": "vipports", "elem": [{"concat": ["198.18.100.5", "sctp", 1]}]}}]}', 'apns_proxy'), { message: /unexpected set element/ });
 });
 
 test('metrics: names by set and state; apns_proxy_couriers keeps counting the production couriers', async (t) => withDir(async (dir) => {
