@@ -1,6 +1,6 @@
 // What differs between the table a sync applied and the one in the kernel now (pure): the per-cycle
 // drift check compares one `nft -j list table` with this, part by part.
-import { formatIPv4, parseIPv4 } from '../core/net.js';
+import { formatIPv4, parseCidr4, parseIPv4 } from '../core/net.js';
 import { type DirectElement, type ElementMap, type PortElement, directKey, portKey, sameElement } from './elements.js';
 import { DIRECT_SET, MAP_NAME, PORTS_SET, UPSTREAM_SET, VIPS_SET, vipsOf } from './render.js';
 import type { LiveTable } from './runner.js';
@@ -76,20 +76,17 @@ export function coverage(items: readonly string[]): string[] | null {
   const ranges: [number, number][] = [];
   for (const item of items) {
     const dash = item.indexOf('-');
-    const slash = item.indexOf('/');
     let lo: number | undefined;
     let hi: number | undefined;
     if (dash >= 0) {
       lo = parseIPv4(item.slice(0, dash));
       hi = parseIPv4(item.slice(dash + 1));
     } else {
-      lo = parseIPv4(slash >= 0 ? item.slice(0, slash) : item);
-      const len = slash >= 0 ? Number(item.slice(slash + 1)) : 32;
-      if (lo !== undefined && Number.isInteger(len) && len >= 0 && len <= 32) {
-        const size = 2 ** (32 - len);
-        lo -= lo % size;
-        hi = lo + size - 1;
-      }
+      // nft prints prefixes canonically: host bits would be as unreadable as any other bad item
+      const cidr = parseCidr4(item);
+      if (typeof cidr === 'string') return null;
+      lo = cidr.network;
+      hi = lo + 2 ** (32 - cidr.length) - 1;
     }
     if (lo === undefined || hi === undefined || hi < lo) return null;
     ranges.push([lo, hi]);
