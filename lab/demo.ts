@@ -163,10 +163,11 @@ function pickDig(): 'dig' | 'kdig' {
   return digTool;
 }
 
-async function dig(ctx: Ctx, name: string, type = 'A'): Promise<DigResult> {
+/** Asks the router's DNS from the client namespace; `show` false: a silent poll (nothing printed). */
+async function dig(ctx: Ctx, name: string, type = 'A', show = true): Promise<DigResult> {
   const tool = pickDig();
   const opts = tool === 'dig' ? ['+time=3', '+tries=1'] : ['+time=3', '+retry=0'];
-  ctx.n.cmd('client', `${tool} @${ROUTER_DNS} ${name} ${type}`);
+  if (show) ctx.n.cmd('client', `${tool} @${ROUTER_DNS} ${name} ${type}`);
   const r = await ctx.lab.exec(ctx.lab.ns.client, tool, [`@${ROUTER_DNS}`, ...opts, name, type], { reject: false, timeoutMs: 15_000 });
   const res: DigResult = { status: /status: ([A-Z]+)/.exec(r.stdout)?.[1] ?? (r.exitCode === 9 ? 'TIMEOUT' : `exit ${r.exitCode}`), answers: [], raw: r.stdout + r.stderr };
   let inAnswer = false;
@@ -177,7 +178,7 @@ async function dig(ctx: Ctx, name: string, type = 'A'): Promise<DigResult> {
     if (m && inAnswer) res.answers.push({ name: m[1]!, ttl: Number(m[2]), type: m[3]!, data: m[4]!.trim() });
   }
   const shown = res.answers.map((a) => `${a.type} ${a.data} (ttl ${a.ttl})`).join(', ');
-  ctx.n.result(`${res.status}${shown ? `  ${shown}` : ''}`);
+  if (show) ctx.n.result(`${res.status}${shown ? `  ${shown}` : ''}`);
   return res;
 }
 
@@ -501,10 +502,13 @@ async function nameSetSteps(ctx: Ctx): Promise<void> {
   n.cmd('router', `set couriers.first to 0 in ${path.basename(ctx.config)}; kill -HUP <apns-proxy>`);
   ctx.shown = ctx.daemon.lines.length;  // show only what the reload logs
   ctx.daemon.kill('SIGHUP');
+  // The daemon answers DNS for a name only once the kernel holds it (publish follows the transaction
+  // and the routing check): wait for both, not for the map alone, before judging either.
   let zeroMapped = false;
-  for (let i = 0; i < 60 && !zeroMapped; i++) {
+  for (let i = 0; i < 60; i++) {
     zeroMapped = mappedAddresses(await mapElements(ctx), 0).length > 0;
-    if (!zeroMapped) await sleep(250);
+    if (zeroMapped && aRecords(await dig(ctx, '0-courier.push.apple.com', 'A', false)).join() === vip(0)) break;
+    await sleep(250);
   }
   showDaemon(ctx, 6);
   n.expect(zeroMapped, `after the reload courier 0 is in the kernel map at ${vip(0)}`);
