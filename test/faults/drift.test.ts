@@ -1,6 +1,8 @@
 // Fault suite, case 5: somebody edits our map behind the daemon's back (flush, a redirected element,
 // a foreign element). Within the next cycles the map is what the daemon applied again, the drift is
-// counted, and the repairing cycle is not a "none sync".
+// counted, and the repair is a sync (not a "none sync" that left the map alone). Cycles run every 2 s,
+// so the first cycle logged after the tampering may have read the table before it: the test looks for
+// the repairing cycle among those logged, not at the first one.
 import anyTest, { type TestFn } from 'ava';
 import type { Lab, LabProcess } from '../../lab/lab.js';
 import { FULL, assertMapInvariant, baseConfig, cli, httpGet, mapProblems, metric, newLab, readMap, startRun, stop, waitFor } from './harness.js';
@@ -35,6 +37,7 @@ for (const [what, commands] of CASES) {
       const elems = [...applied].map(([k, v]) => `${k} : ${v}`).join(', ');
       await lab.exec(lab.ns.router, 'nft', ['-f', '-'], { input: `flush map inet apns_proxy couriers4\nadd element inet apns_proxy couriers4 { ${elems} }\n` });
     }
+    const driftBefore = metric((await httpGet(lab, '/metrics'))?.body ?? '', 'apns_proxy_drift_total') ?? 0;
     const from = daemon.lines.length;
     for (const c of commands) await lab.exec(lab.ns.router, 'nft', c);
     t.true(mapProblems(await readMap(lab), { equals: applied }).length > 0, 'precondition: the tampering changed the map');
@@ -43,11 +46,10 @@ for (const [what, commands] of CASES) {
     const repaired = await waitFor(async () => mapProblems(await readMap(lab), { equals: applied }).length === 0, 5000, 250);
     assertMapInvariant(t, await readMap(lab), { equals: applied }, `5 s after ${what}`);
     t.true(repaired);
-    const cycle = daemon.lines.slice(from).find((l) => /refresh: \d+ fresh/.test(l));
-    t.truthy(cycle, 'a cycle ran');
-    t.notRegex(cycle ?? '', /none sync/, `the first cycle after the tampering reported "none sync": ${cycle}`);
-    const m = await httpGet(lab, '/metrics');
-    const drift = metric(m?.body ?? '', 'apns_proxy_drift_total');
-    t.true((drift ?? 0) > 0, `apns_proxy_drift_total is ${String(drift)}`);
+    const cycles = daemon.lines.slice(from).filter((l) => /refresh: \d+ fresh/.test(l));
+    t.true(cycles.length > 0, 'a cycle ran');
+    t.true(cycles.some((l) => !/none sync/.test(l)), `no cycle after the tampering synced: ${cycles.join(' | ')}`);
+    const drift = metric((await httpGet(lab, '/metrics'))?.body ?? '', 'apns_proxy_drift_total') ?? 0;
+    t.true(drift > driftBefore, `apns_proxy_drift_total went from ${driftBefore} to ${drift}: this drift was not counted`);
   });
 }
