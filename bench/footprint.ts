@@ -9,6 +9,8 @@
 // 203.0.113.99, where nothing answers (silent upstream: ARP for it fails). Each contender listens
 // on 192.0.2.1:53 in the router namespace, one at a time, rounds interleaved:
 //   - node-bare: node -e 'setInterval(()=>{},1e9)' (no DNS)
+//   - node-listeners: node with the unit's environment and the daemon's transports, nothing else (a UDP
+//     socket, a TCP listener, an HTTP server): the floor of any Node daemon that serves DNS and a status page
 //   - apns-proxy run with no flags, with the unit's environment (read from systemd/apns-proxy.service,
 //     so the row measures what ships) and with V8 flags beyond it
 //   - unbound and dnsmasq serving the same 408 names as a local zone, forwarding the rest to the silent upstream
@@ -87,7 +89,14 @@ if (mode === 'first') {
 }
 `;
 
-/** name → VIP of every row `status --json` lists (the arrays of rows with a vip, one per name set). */
+/** The transports of the daemon and nothing else, on the addresses the daemon would use (floor row). */
+const LISTENERS = `
+const dgram = require('node:dgram'), net = require('node:net'), http = require('node:http');
+dgram.createSocket('udp4').on('message', () => {}).bind(53, '${LISTEN}');
+net.createServer((s) => s.destroy()).listen(53, '${LISTEN}');
+http.createServer((q, r) => r.end('ok')).listen(9523, '127.0.0.1');
+`;
+
 /** The Environment= lines of the systemd unit, as systemd would set them (one KEY=VALUE per line here). */
 function unitEnvironment(file: string): Record<string, string> {
   const env: Record<string, string> = {};
@@ -101,6 +110,7 @@ function unitEnvironment(file: string): Record<string, string> {
   return env;
 }
 
+/** name → VIP of every row `status --json` lists (the arrays of rows with a vip, one per name set). */
 function zoneOf(statusJson: string): { name: string; vip: string }[] {
   const doc = JSON.parse(statusJson) as Record<string, unknown>;
   return Object.values(doc).filter(Array.isArray).flat()
@@ -165,6 +175,8 @@ async function main(): Promise<number> {
     });
     const all: Contender[] = [
       { id: 'node-bare', label: "`node -e 'setInterval(()=>{},1e9)'`", dns: false, start: (l) => l.bg(l.ns.r, 'node-bare', [node, '-e', 'setInterval(()=>{},1e9)']) },
+      { id: 'node-listeners', label: "node with the unit's environment, a UDP socket, a TCP listener and an HTTP server (nothing else: the floor of a Node daemon with these transports)", dns: false,
+        start: (l) => l.bg(l.ns.r, 'node-listeners', ['env', '-u', 'NODE_OPTIONS', '-u', 'MALLOC_ARENA_MAX', ...Object.entries(unit).map(([k, v]) => `${k}=${v}`), node, '-e', LISTENERS]) },
       daemon('run', '`apns-proxy run` (no node flags, no environment)', {}),
       daemon('run-semi1', '`apns-proxy run`, `NODE_OPTIONS=--max-semi-space-size=1` (the unit before this change)', { NODE_OPTIONS: '--max-semi-space-size=1' }),
       daemon('run-unit', `\`apns-proxy run\` as systemd/apns-proxy.service runs it (\`${unitText}\`)`, unit),
