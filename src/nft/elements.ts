@@ -12,44 +12,50 @@ export interface MapElement {
   readonly packets?: number; // its counter, read back from the kernel (new connections: NAT sees only the first packet)
 }
 
-/** One element of the vipports set: traffic to this VIP, protocol and port is forwarded. */
-export interface PortElement {
-  readonly vip: string;
+/** What the vipports and direct sets hold beside an address: a protocol and a port. */
+interface Service {
   readonly proto: 'tcp' | 'udp';
   readonly port: number;
 }
 
-export function portKey(p: PortElement): string {
-  return `${p.vip} . ${p.proto} . ${p.port}`;
+/** One element of the vipports set: traffic to this VIP, protocol and port is forwarded. */
+export interface PortElement extends Service {
+  readonly vip: string;
 }
 
 /**
  * One element of the direct set: a device's new connection straight to this upstream address (one
  * a name maps to now), protocol and port (its set's) is forwarded like a VIP connection.
  */
-export interface DirectElement {
+export interface DirectElement extends Service {
   readonly address: string;
-  readonly proto: 'tcp' | 'udp';
-  readonly port: number;
 }
 
-export function directKey(d: DirectElement): string {
-  return `${d.address} . ${d.proto} . ${d.port}`;
+/** nft's spelling of an "address . protocol . port" element, which is also its identity. */
+function serviceKey(address: string, s: Service): string {
+  return `${address} . ${s.proto} . ${s.port}`;
 }
 
-/** Stable order (address, protocol, port), each element once. */
-export function sortedDirect(elements: Iterable<DirectElement>): DirectElement[] {
-  const byKey = new Map([...elements].map((d) => [directKey(d), d]));
-  return sortedPorts([...byKey.values()].map((d) => ({ vip: d.address, proto: d.proto, port: d.port })))
-    .map((p) => ({ address: p.vip, proto: p.proto, port: p.port }));
-}
+export const portKey = (p: PortElement): string => serviceKey(p.vip, p);
+export const directKey = (d: DirectElement): string => serviceKey(d.address, d);
 
-/** Stable order (VIP, protocol, port) for scripts and golden files. */
-export function sortedPorts(ports: Iterable<PortElement>): PortElement[] {
-  const num = (vip: string) => vip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
+/** Stable order (address, protocol, port) for scripts and golden files, each element once. */
+function sortedServices<T extends Service>(elements: Iterable<T>, address: (e: T) => string): T[] {
+  const num = (a: string) => a.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
   // ordinal, not localeCompare: a collator pages in megabytes of ICU data for two ASCII words
   const ord = (x: string, y: string) => (x < y ? -1 : x > y ? 1 : 0);
-  return [...ports].sort((a, b) => num(a.vip) - num(b.vip) || ord(a.proto, b.proto) || a.port - b.port);
+  const once = new Map([...elements].map((e) => [serviceKey(address(e), e), e]));
+  return [...once.values()].sort((a, b) => num(address(a)) - num(address(b)) || ord(a.proto, b.proto) || a.port - b.port);
+}
+
+export const sortedPorts = (ports: Iterable<PortElement>): PortElement[] => sortedServices(ports, (p) => p.vip);
+export const sortedDirect = (elements: Iterable<DirectElement>): DirectElement[] => sortedServices(elements, (d) => d.address);
+
+/** What to delete and what to add to turn `applied` into `desired` (elements compared by `key`), each in stable order. */
+export function serviceDiff<T>(applied: readonly T[], desired: readonly T[], key: (e: T) => string, sorted: (e: Iterable<T>) => T[]): { remove: T[]; add: T[] } {
+  const had = new Set(applied.map(key));
+  const want = new Set(desired.map(key));
+  return { remove: sorted(applied.filter((e) => !want.has(key(e)))), add: sorted(desired.filter((e) => !had.has(key(e)))) };
 }
 
 /** Same element for the kernel (what a transaction writes): address and comment; counters aside. */

@@ -1,7 +1,7 @@
 // Renders nft scripts (pure): the static ruleset from the template, full syncs, element deltas.
 import { createHash } from 'node:crypto';
 import type { Config } from '../core/config.js';
-import { type DirectElement, type ElementMap, type MapElement, type PortElement, SLOTS, directKey, elementKey, portKey, sameElement, sortedDirect, sortedElements, sortedPorts } from './elements.js';
+import { type DirectElement, type ElementMap, type MapElement, type PortElement, SLOTS, directKey, elementKey, portKey, sameElement, serviceDiff, sortedDirect, sortedElements, sortedPorts } from './elements.js';
 import { rulesetTemplate } from './template.js';
 
 export type { DirectElement, ElementMap, MapElement, PortElement } from './elements.js';
@@ -154,18 +154,12 @@ export function diffElements(
 ): ElementDiff {
   const remove = sortedElements([...applied].filter(([key, e]) => !sameElement(desired.get(key), e)).map(([, e]) => e));
   const add = sortedElements([...desired].filter(([key, e]) => !sameElement(applied.get(key), e)).map(([, e]) => e));
-  const had = new Set(appliedPorts.map(portKey));
-  const want = new Set(desiredPorts.map(portKey));
-  const removePorts = appliedPorts.filter((p) => !want.has(portKey(p)));
-  const addPorts = desiredPorts.filter((p) => !had.has(portKey(p)));
+  const { remove: removePorts, add: addPorts } = serviceDiff(appliedPorts, desiredPorts, portKey, sortedPorts);
   const hadVips = new Set(vipsOf(appliedPorts));
   const wantVips = new Set(vipsOf(desiredPorts));
   const removeVips = [...hadVips].filter((v) => !wantVips.has(v));
   const addVips = [...wantVips].filter((v) => !hadVips.has(v));
-  const hadDirect = new Set(appliedDirect.map(directKey));
-  const wantDirect = new Set(desiredDirect.map(directKey));
-  const removeDirect = sortedDirect(appliedDirect.filter((d) => !wantDirect.has(directKey(d))));
-  const addDirect = sortedDirect(desiredDirect.filter((d) => !hadDirect.has(directKey(d))));
+  const { remove: removeDirect, add: addDirect } = serviceDiff(appliedDirect, desiredDirect, directKey, sortedDirect);
   return { remove, add, removePorts, addPorts, removeVips, addVips, removeDirect, addDirect };
 }
 

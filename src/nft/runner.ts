@@ -133,9 +133,9 @@ export function parseTableJson(text: string, table: string): LiveTable {
   return {
     handle: typeof handle === 'number' ? handle : null,
     map: map ? liveMap(map) : null,
-    ports: ports ? triples(ports) : null,
+    ports: ports ? triples(ports).map(([vip, proto, port]) => ({ vip, proto, port })) : null,
     vips: vips ? (vips.elem ?? []).map((e) => single(e, VIPS_SET)) : null,
-    direct: direct ? triples(direct).map((p) => ({ address: p.vip, proto: p.proto, port: p.port })) : null,
+    direct: direct ? triples(direct).map(([address, proto, port]) => ({ address, proto, port })) : null,
     upstream: upstream ? (upstream.elem ?? []).map((e) => single(e, UPSTREAM_SET)) : null,
   };
 }
@@ -163,13 +163,13 @@ function liveMap(map: JsonMap): LiveMap {
 }
 
 /** A set's elements {concat: [address, "tcp"|"udp", port]} (bare, or wrapped in {elem: {val}}). */
-function triples(set: JsonSet): PortElement[] {
+function triples(set: JsonSet): [string, 'tcp' | 'udp', number][] {
   return (set.elem ?? []).map((e) => {
     const concat = ((e as { elem?: { val?: { concat?: unknown[] } } }).elem?.val?.concat ?? (e as { concat?: unknown[] }).concat);
     if (!Array.isArray(concat) || concat.length !== 3 || (concat[1] !== 'tcp' && concat[1] !== 'udp')) {
       throw new ApnsProxyError('E_NFT', `unexpected set element in nft JSON: ${JSON.stringify(e).slice(0, 80)}`);
     }
-    return { vip: String(concat[0]), proto: concat[1], port: Number(concat[2]) };
+    return [String(concat[0]), concat[1], Number(concat[2])];
   });
 }
 

@@ -126,6 +126,27 @@ test('diff: changed values are deleted and re-added, removed keys deleted, new k
     'add element inet apns_proxy couriers4 { 198.18.100.1 . 1 : 203.0.113.19, 198.18.100.3 . 0 : 203.0.113.13 }\n');
 });
 
+test('diff: vipports and direct elements change by identity (address, protocol, port), each once, in address order', (t) => {
+  const port = (vip: string, proto: 'tcp' | 'udp', n: number) => ({ vip, proto, port: n });
+  const direct = (address: string, proto: 'tcp' | 'udp', n: number) => ({ address, proto, port: n });
+  const diff = diffElements(new Map(), new Map(),
+    [port('198.18.100.9', 'tcp', 5223), port('198.18.100.10', 'tcp', 443), port('198.18.100.10', 'tcp', 5223)],
+    [port('198.18.100.10', 'tcp', 5223), port('198.18.100.10', 'udp', 123), port('198.18.100.10', 'udp', 123), port('198.18.100.9', 'tcp', 5223)],
+    [direct('203.0.113.20', 'tcp', 5223), direct('203.0.113.3', 'tcp', 5223)],
+    [direct('203.0.113.20', 'tcp', 5223), direct('203.0.113.11', 'tcp', 443), direct('203.0.113.4', 'tcp', 5223), direct('203.0.113.11', 'tcp', 443)]);
+  t.deepEqual(diff.removePorts, [port('198.18.100.10', 'tcp', 443)]);
+  t.deepEqual(diff.addPorts, [port('198.18.100.10', 'udp', 123)], 'the duplicate is added once');
+  t.deepEqual(diff.removeVips, []);
+  t.deepEqual(diff.addVips, []);
+  t.deepEqual(diff.removeDirect, [direct('203.0.113.3', 'tcp', 5223)]);
+  t.deepEqual(diff.addDirect, [direct('203.0.113.4', 'tcp', 5223), direct('203.0.113.11', 'tcp', 443)], 'numeric address order, once each');
+  t.is(renderDelta('apns_proxy', diff),
+    'delete element inet apns_proxy direct { 203.0.113.3 . tcp . 5223 }\n' +
+    'delete element inet apns_proxy vipports { 198.18.100.10 . tcp . 443 }\n' +
+    'add element inet apns_proxy vipports { 198.18.100.10 . udp . 123 }\n' +
+    'add element inet apns_proxy direct { 203.0.113.4 . tcp . 5223, 203.0.113.11 . tcp . 443 }\n');
+});
+
 test('full sync replaces the table atomically and can drop a renamed one', (t) => {
   const script = renderFullSync('table inet t {\n}\n', 't', new Map(), ['old']);
   t.is(script, 'add table inet old\ndelete table inet old\nadd table inet t\ndelete table inet t\ntable inet t {\n}\n');
