@@ -113,6 +113,12 @@ export function parseTableOwner(text: string, table: string): TableOwner {
   return map?.comment?.startsWith(STAMP_PREFIX) ? 'ours' : 'foreign';
 }
 
+/** The same answer from a table already listed with readTable (null: absent). */
+export function tableOwnerOf(live: LiveTable | null): TableOwner {
+  if (live === null) return 'absent';
+  return live.map?.stamp?.startsWith(STAMP_PREFIX) ? 'ours' : 'foreign';
+}
+
 /** Parses `nft -j list map` output (libnftables JSON schema 1). */
 export function parseMapJson(text: string): LiveMap {
   const map = parseJson(text).nftables?.find((o) => o.map)?.map;

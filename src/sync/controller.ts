@@ -9,7 +9,7 @@ import { type Generation, type NameRecord, type Snapshot, allowedAddress, descri
 import { cidrContains, parseIPv4, sortUniqueIPv4 } from '../core/net.js';
 import { type DirectElement, type ElementMap, type PortElement, STAMP_PREFIX, diffElements, diffSize, renderDelta, renderFullSync, renderRuleset, upstreamNets } from '../nft/render.js';
 import { tableDrift } from '../nft/drift.js';
-import type { LiveMap, NftRunner } from '../nft/runner.js';
+import { type LiveMap, type LiveTable, type NftRunner, tableOwnerOf } from '../nft/runner.js';
 import type { Resolution, Resolver } from '../dns/client/resolver.js';
 import { type StateStore, recordsOf } from './state.js';
 
@@ -331,8 +331,9 @@ export class Controller {
     let drift = this.forcedDrift ?? undefined;
     this.forcedDrift = null;
     let full = this.needsFull || stamp !== this.appliedStamp || now - this.lastFullAt >= FULL_SYNC_INTERVAL_MS;
+    let seen: LiveTable | null | undefined;  // our table as this cycle's drift check listed it (undefined: not listed)
     if (!full) {
-      drift = await this.findDrift(stamp);
+      ({ why: drift, live: seen } = await this.findDrift(stamp));
       if (drift !== undefined) {
         deps.logger.warn(`refresh: ${drift}; full sync repairs it`);
         full = true;
@@ -348,7 +349,8 @@ export class Controller {
 
     const t0 = deps.clock();
     // Never replace a table we did not write (nft.table "filter" would take the operator's firewall with it).
-    if (full && (await this.tableOwner()) === 'foreign') {
+    // (a full sync that repairs drift asks the listing the drift check just made, instead of listing again)
+    if (full && (seen !== undefined ? tableOwnerOf(seen) : await this.tableOwner()) === 'foreign') {
       this.needsFull = true;
       const error = `E_NOT_OURS: table inet ${config.nft.table} exists and was not written by apns-proxy (no map couriers4 with our stamp); refusing to replace it. Choose another nft.table, or delete that table yourself if it is a leftover`;
       deps.logger.error(`refresh: ${error}`);
@@ -356,7 +358,7 @@ export class Controller {
     }
     if (script) {
       // Counters live in the elements: those this transaction deletes hand their counts to the offsets.
-      if (full) this.carryCounters(this.current === undefined ? null : await deps.nft.readMap(config.nft.table).catch(() => null), 'all');
+      if (full) this.carryCounters(this.current === undefined ? null : seen !== undefined ? seen?.map ?? null : await deps.nft.readMap(config.nft.table).catch(() => null), 'all');
       else if (diff.remove.length > 0) this.carryCounters(this.lastLive, diff.remove);
       try {
         await deps.nft.apply(script);
@@ -456,9 +458,10 @@ export class Controller {
    * Each cycle (one nft listing of our table): a firewall reload (`flush ruleset`) or a hand edit
    * re-creates or removes our table, or changes elements inside it (the map, vipports, vips, direct,
    * upstream); any difference from what we applied is drift, repaired by a full sync in the same
-   * cycle instead of waiting for the hourly one. undefined: none.
+   * cycle instead of waiting for the hourly one. why: undefined when none; live: the listing
+   * (undefined when nft could not list the table).
    */
-  private async findDrift(stamp: string): Promise<string | undefined> {
+  private async findDrift(stamp: string): Promise<{ why: string | undefined; live: LiveTable | null | undefined }> {
     const table = this.config.nft.table;
     try {
       const live = await this.deps.nft.readTable(table);
@@ -468,9 +471,9 @@ export class Controller {
         upstream: upstreamNets(this.config.allowedUpstreamNets),  // the stamp matched: these are the rules we applied
       };
       const why = tableDrift(table, applied, live);
-      return why.length ? why.join('; ') : undefined;
+      return { why: why.length ? why.join('; ') : undefined, live };
     } catch (err) {
-      return `cannot read the kernel table (${errorMessage(err)})`;
+      return { why: `cannot read the kernel table (${errorMessage(err)})`, live: undefined };
     }
   }
 

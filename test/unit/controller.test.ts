@@ -519,6 +519,25 @@ test('the drift check reads the kernel once per cycle: one table listing, no oth
   t.deepEqual(calls, ['readTable']);
 });
 
+test('a full sync that repairs drift uses the drift check\'s listing for ownership and counters: one listing before the transaction', async (t) => {
+  const { nft, controller } = setup();
+  await controller.refresh();
+  nft.bump('apns_proxy', '198.18.100.1 . 0', 7);
+  nft.tables.get('apns_proxy')!.sets.get('vipports')!.delete('198.18.100.1 . tcp . 443');
+  const calls: string[] = [];
+  const runner = nft as unknown as Record<string, (...args: unknown[]) => unknown>;
+  for (const method of ['apply', 'readMap', 'readTable', 'tableHandle', 'tableOwner']) {
+    const original = runner[method]!.bind(nft);
+    runner[method] = (...args: unknown[]) => { calls.push(method); return original(...args); };
+  }
+  const r = await controller.refresh();
+  t.is(r.sync, 'full');
+  t.regex(r.drift ?? '', /set vipports differs/);
+  t.deepEqual(calls, ['readTable', 'apply', 'tableHandle'], 'no second and third listing of the same table');
+  t.is((await controller.refresh()).sync, 'none', 'the handle read after the transaction is the one the next drift check sees');
+  t.is(controller.connectionOffsets.get('1-courier.push.apple.com'), 7, 'the 7 connections counted before the full sync are carried over');
+});
+
 test('adoptKernel (one-shot refresh) takes map and sets from one listing: an unchanged kernel gets no transaction, a tampered set is repaired', async (t) => {
   const { nft, make } = setup();
   await make().refresh();
