@@ -505,15 +505,21 @@ test('a foreign element added to direct (or vipports) is drift: the full sync re
   t.is((await controller.refresh()).sync, 'none');
 });
 
-test('the drift check reads the kernel once per cycle: one table listing, no other nft call when nothing changed', async (t) => {
-  const { nft, controller } = setup();
-  await controller.refresh();
+/** From now on, the name of every NftRunner method called on this fake, in order. */
+function recordCalls(nft: FakeNft): string[] {
   const calls: string[] = [];
   const runner = nft as unknown as Record<string, (...args: unknown[]) => unknown>;
   for (const method of ['apply', 'readMap', 'readTable', 'tableHandle', 'tableOwner']) {
     const original = runner[method]!.bind(nft);
     runner[method] = (...args: unknown[]) => { calls.push(method); return original(...args); };
   }
+  return calls;
+}
+
+test('the drift check reads the kernel once per cycle: one table listing, no other nft call when nothing changed', async (t) => {
+  const { nft, controller } = setup();
+  await controller.refresh();
+  const calls = recordCalls(nft);
   const r = await controller.refresh();
   t.is(r.sync, 'none');
   t.deepEqual(calls, ['readTable']);
@@ -524,12 +530,7 @@ test('a full sync that repairs drift uses the drift check\'s listing for ownersh
   await controller.refresh();
   nft.bump('apns_proxy', '198.18.100.1 . 0', 7);
   nft.tables.get('apns_proxy')!.sets.get('vipports')!.delete('198.18.100.1 . tcp . 443');
-  const calls: string[] = [];
-  const runner = nft as unknown as Record<string, (...args: unknown[]) => unknown>;
-  for (const method of ['apply', 'readMap', 'readTable', 'tableHandle', 'tableOwner']) {
-    const original = runner[method]!.bind(nft);
-    runner[method] = (...args: unknown[]) => { calls.push(method); return original(...args); };
-  }
+  const calls = recordCalls(nft);
   const r = await controller.refresh();
   t.is(r.sync, 'full');
   t.regex(r.drift ?? '', /set vipports differs/);
