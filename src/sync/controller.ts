@@ -349,8 +349,10 @@ export class Controller {
 
     const t0 = deps.clock();
     // Never replace a table we did not write (nft.table "filter" would take the operator's firewall with it).
-    // (a full sync that repairs drift asks the listing the drift check just made, instead of listing again)
-    if (full && (seen !== undefined ? tableOwnerOf(seen) : await this.tableOwner()) === 'foreign') {
+    // A full sync lists our table once, or takes the listing its drift check just made: whose the table is, and the
+    // counters its elements take along. Unreadable: 'absent' and no counters (the transaction fails loudly if nft is broken).
+    const listed = !full ? undefined : seen !== undefined ? seen : await deps.nft.readTable(config.nft.table).catch(() => undefined);
+    if (full && (listed === undefined ? 'absent' : tableOwnerOf(listed)) === 'foreign') {
       this.needsFull = true;
       const error = `E_NOT_OURS: table inet ${config.nft.table} exists and was not written by apns-proxy (no map couriers4 with our stamp); refusing to replace it. Choose another nft.table, or delete that table yourself if it is a leftover`;
       deps.logger.error(`refresh: ${error}`);
@@ -358,7 +360,7 @@ export class Controller {
     }
     if (script) {
       // Counters live in the elements: those this transaction deletes hand their counts to the offsets.
-      if (full) this.carryCounters(this.current === undefined ? null : seen !== undefined ? seen?.map ?? null : await deps.nft.readMap(config.nft.table).catch(() => null), 'all');
+      if (full) this.carryCounters(listed?.map ?? null, 'all');
       else if (diff.remove.length > 0) this.carryCounters(this.lastLive, diff.remove);
       try {
         await deps.nft.apply(script);
@@ -432,14 +434,6 @@ export class Controller {
     } catch (err) {
       this.deps.logger.error(`refresh: kernel programmed but ${errorMessage(err)}`);
       return errorMessage(err);
-    }
-  }
-
-  private async tableOwner(): Promise<'absent' | 'ours' | 'foreign'> {
-    try {
-      return await this.deps.nft.tableOwner(this.config.nft.table);
-    } catch {
-      return 'absent';  // cannot tell: the transaction itself will fail loudly if nft is broken
     }
   }
 

@@ -167,13 +167,17 @@ test('one-shot refresh does a full sync when the live rules are not ours or diff
   t.is((await oneShot.refresh()).sync, 'full');
 });
 
-test('hourly full resync even without changes', async (t) => {
-  const { clock, controller } = setup();
+test('hourly full resync even without changes; it lists the table once before its transaction and keeps the counters', async (t) => {
+  const { nft, clock, controller } = setup();
   await controller.refresh();
   clock.advance(FULL_SYNC_INTERVAL_MS - 1);
   t.is((await controller.refresh()).sync, 'none');
   clock.advance(1);
+  nft.bump('apns_proxy', '198.18.100.2 . 0', 3);
+  const calls = recordCalls(nft);
   t.is((await controller.refresh()).sync, 'full');
+  t.deepEqual(calls, ['readTable', 'apply', 'tableHandle'], 'ownership and counters from one listing');
+  t.is(controller.connectionOffsets.get('2-courier.push.apple.com'), 3);
 });
 
 test('reload with a new table name drops the old table in the same transaction', async (t) => {
