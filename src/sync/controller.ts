@@ -71,7 +71,6 @@ export class Controller {
   private persisted: ReadonlyMap<string, NameRecord> = new Map();  // what the state file holds
   private pool: ReadonlyMap<string, string> = new Map();           // exact name → VIP (stable; state file)
   private connOffset = new Map<string, number>();                  // name → connections counted before its elements were re-created
-  private lastLive: LiveMap | null = null;                         // the map as findDrift last read it (its counters)
   private forcedDrift: string | null = null;          // set by forceFullSync: reported as drift
   private current: Generation | undefined;           // published: the kernel accepted it
   private baseline: Snapshot | undefined;            // what change lines compare against
@@ -350,9 +349,10 @@ export class Controller {
     const t0 = deps.clock();
     // Never replace a table we did not write (nft.table "filter" would take the operator's firewall with it).
     // A full sync lists our table once, or takes the listing its drift check just made: whose the table is, and the
-    // counters its elements take along. Unreadable: 'absent' and no counters (the transaction fails loudly if nft is broken).
-    const listed = !full ? undefined : seen !== undefined ? seen : await deps.nft.readTable(config.nft.table).catch(() => undefined);
-    if (full && (listed === undefined ? 'absent' : tableOwnerOf(listed)) === 'foreign') {
+    // counters its elements take along. When that listing fails (nft broken, or a table of our name with sets we cannot
+    // parse), ownership is asked from the map alone, as before the whole-table listing, and no counters are carried.
+    const listed = full && seen === undefined ? await deps.nft.readTable(config.nft.table).catch(() => undefined) : seen;
+    if (full && (listed !== undefined ? tableOwnerOf(listed) : await this.tableOwner()) === 'foreign') {
       this.needsFull = true;
       const error = `E_NOT_OURS: table inet ${config.nft.table} exists and was not written by apns-proxy (no map couriers4 with our stamp); refusing to replace it. Choose another nft.table, or delete that table yourself if it is a leftover`;
       deps.logger.error(`refresh: ${error}`);
@@ -360,8 +360,7 @@ export class Controller {
     }
     if (script) {
       // Counters live in the elements: those this transaction deletes hand their counts to the offsets.
-      if (full) this.carryCounters(listed?.map ?? null, 'all');
-      else if (diff.remove.length > 0) this.carryCounters(this.lastLive, diff.remove);
+      if (full || diff.remove.length > 0) this.carryCounters(listed?.map ?? null, full ? 'all' : diff.remove);
       try {
         await deps.nft.apply(script);
       } catch (err) {
@@ -437,6 +436,14 @@ export class Controller {
     }
   }
 
+  private async tableOwner(): Promise<'absent' | 'ours' | 'foreign'> {
+    try {
+      return await this.deps.nft.tableOwner(this.config.nft.table);
+    } catch {
+      return 'absent';  // cannot tell: the transaction itself will fail loudly if nft is broken
+    }
+  }
+
   /** Tables a reload moved away from: dropped only when they are ours. */
   private async ownedDrops(): Promise<string[]> {
     const out: string[] = [];
@@ -459,7 +466,6 @@ export class Controller {
     const table = this.config.nft.table;
     try {
       const live = await this.deps.nft.readTable(table);
-      this.lastLive = live?.map ?? null;
       const applied = {
         handle: this.appliedHandle, stamp, elements: this.applied, ports: this.appliedPorts, direct: this.appliedDirect,
         upstream: upstreamNets(this.config.allowedUpstreamNets),  // the stamp matched: these are the rules we applied

@@ -4,6 +4,7 @@ import type { Config } from '../../src/core/config.js';
 import { memoryLogger } from '../helpers/memory-logger.js';
 import type { Snapshot } from '../../src/sync/mapping.js';
 import { FakeNft } from '../helpers/fake-nft.js';
+import { ApnsProxyError } from '../../src/core/errors.js';
 import { renderFullSync, renderRuleset } from '../../src/nft/render.js';
 import type { StateFile, StateStore } from '../../src/sync/state.js';
 import { FakeClock, ScriptedResolver, fail, nx, ok, TEMPLATE, testConfig } from '../helpers/fixtures.js';
@@ -457,6 +458,24 @@ test('a foreign table of our name is never replaced or deleted: at start, on a s
   t.true(r2.ok, r2.error);
   t.true(moved.nft.tables.has('apns_proxy'), 'not ours any more: not deleted');
   t.true(moved.nft.tables.has('apns2'));
+});
+
+test('a table of our name that nft cannot list whole (sets of other shapes) is judged by its map: foreign, never replaced', async (t) => {
+  const { nft, clock, controller } = setup();
+  await controller.refresh();
+  // somebody else's table under our name, with a vipports set our parser refuses: readTable fails, the map says whose it is
+  await nft.apply('add table inet apns_proxy\ndelete table inet apns_proxy\ntable inet apns_proxy {\n}\n');
+  nft.readTable = async () => { throw new ApnsProxyError('E_NFT', 'unexpected set element in nft JSON: {"concat":["198.51.100.1",22]}'); };
+  const rules = nft.tables.get('apns_proxy')!.rules;
+  const scripts = nft.scripts.length;
+  const r = await controller.refresh();  // drift check fails to list: full sync, whose ownership check lists again
+  t.is(r.kernel, 'refused');
+  t.regex(r.error!, /^E_NOT_OURS: table inet apns_proxy exists and was not written by apns-proxy/);
+  clock.advance(FULL_SYNC_INTERVAL_MS);
+  const hourly = await controller.refresh();
+  t.is(hourly.kernel, 'refused', 'the hourly full sync refuses too');
+  t.is(nft.scripts.length, scripts, 'no transaction was sent');
+  t.is(nft.tables.get('apns_proxy')!.rules, rules);
 });
 
 // Drift in the sets: vipports, vips and direct change with the names; upstream is written with the rules.
