@@ -160,23 +160,24 @@ async function main(): Promise<number> {
     const node = process.execPath;
     const cliJs = path.join(lab.root, 'dist/src/cli.js');
     const unit = unitEnvironment(path.join(lab.root, 'systemd/apns-proxy.service'));
-    const unitText = Object.entries(unit).map(([k, v]) => `${k}=${v}`).join(' ');
+    const assignments = (env: Record<string, string>) => Object.entries(env).map(([k, v]) => `${k}=${v}`);
+    const unitText = assignments(unit).join(' ');
     // V8 flags such as --no-opt are refused in NODE_OPTIONS: they go on the command line.
     // `env` execs node: the pid measured is node's; env -u drops what the bench's own shell may carry
+    const nodeWith = (env: Record<string, string>, ...args: string[]) => ['env', '-u', 'NODE_OPTIONS', '-u', 'MALLOC_ARENA_MAX', ...assignments(env), node, ...args];
     const daemon = (id: string, label: string, env: Record<string, string>, flags: string[] = [], qps = true): Contender => ({
       id, label, dns: true, qps,
       start: (l) => {
         rmSync(cfg.stateDir, { recursive: true, force: true });
         cpSync(stateSeed, cfg.stateDir, { recursive: true });
-        return l.bg(l.ns.r, id, ['env', '-u', 'NODE_OPTIONS', '-u', 'MALLOC_ARENA_MAX', ...Object.entries(env).map(([k, v]) => `${k}=${v}`),
-          node, ...flags, cliJs, 'run', '--config', cfg.path]);
+        return l.bg(l.ns.r, id, nodeWith(env, ...flags, cliJs, 'run', '--config', cfg.path));
       },
       cleanup: async (l) => { await cli(l, cfg, ['flush']); },
     });
     const all: Contender[] = [
       { id: 'node-bare', label: "`node -e 'setInterval(()=>{},1e9)'`", dns: false, start: (l) => l.bg(l.ns.r, 'node-bare', [node, '-e', 'setInterval(()=>{},1e9)']) },
       { id: 'node-listeners', label: "node with the unit's environment, a UDP socket, a TCP listener and an HTTP server (nothing else: the floor of a Node daemon with these transports)", dns: false,
-        start: (l) => l.bg(l.ns.r, 'node-listeners', ['env', '-u', 'NODE_OPTIONS', '-u', 'MALLOC_ARENA_MAX', ...Object.entries(unit).map(([k, v]) => `${k}=${v}`), node, '-e', LISTENERS]) },
+        start: (l) => l.bg(l.ns.r, 'node-listeners', nodeWith(unit, '-e', LISTENERS)) },
       daemon('run', '`apns-proxy run` (no node flags, no environment)', {}),
       daemon('run-semi1', '`apns-proxy run`, `NODE_OPTIONS=--max-semi-space-size=1` (the unit before this change)', { NODE_OPTIONS: '--max-semi-space-size=1' }),
       daemon('run-unit', `\`apns-proxy run\` as systemd/apns-proxy.service runs it (\`${unitText}\`)`, unit),
